@@ -1,0 +1,168 @@
+"""Adapters: turn whatever tokenizer a researcher holds into something the core can align.
+
+Two kinds of side:
+
+- **core-tokenized** (fast path): anything with a ``tokenizer.json`` (a ``tokenizers.Tokenizer``, a
+  transformers fast tokenizer of v4 or v5, a path to a ``tokenizer.json`` or a folder holding one).
+  The core loads the JSON into the Rust ``tokenizers`` crate and tokenizes itself; ids and offsets
+  equal the Python tokenizer's (the test suite checks every real tokenizer).
+- **Python-encoded**: tiktoken ``Encoding`` and ``sentencepiece.SentencePieceProcessor``. They are
+  encoded in Python and handed to the core as ids, character offsets, special mask and token bytes.
+
+Choice recorded here: truncation and padding configured on a tokenizer are ignored (the JSON's
+settings are switched off); an alignment is always of the whole text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dskd_align._core import AlignmentError, CoreTokenizer
+
+__all__ = ["Encoded", "PythonSide", "load_core", "resolve", "tokenizer_json"]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One encoding of one text: ids, character offsets ``[start, end)``, special mask, and the
+    bytes each token stands for (``None`` entries, or ``token_bytes=None``, fall back to the
+    character range)."""
+
+    ids: list[int]
+    offsets: list[tuple[int, int]]
+    special: list[bool]
+    token_bytes: list[bytes | None] | None = None
+
+    def as_core(self) -> tuple[Any, ...]:
+        return (list(self.ids), list(self.offsets), list(self.special), self.token_bytes)
+
+
+def _byte_to_char(text: str) -> np.ndarray:
+    """``table[b]`` = index of the character containing byte ``b`` (and ``len(text)`` at the end)."""
+    raw = text.encode("utf-8")
+    starts = np.frombuffer(raw, dtype=np.uint8) & 0xC0 != 0x80
+    table = np.empty(len(raw) + 1, dtype=np.int64)
+    table[:-1] = np.cumsum(starts) - 1
+    table[-1] = len(text)
+    return table
+
+
+def _char_offsets(text: str, byte_offsets: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Byte ranges to the character ranges that contain them (HF's convention)."""
+    b2c = _byte_to_char(text)
+    out = []
+    for s, e in byte_offsets:
+        cs = int(b2c[s]) if s < len(b2c) - 1 else len(text)
+        ce = int(b2c[e - 1]) + 1 if e > s else cs
+        out.append((cs, ce))
+    return out
+
+
+@dataclass(frozen=True)
+class PythonSide:
+    """A side encoded in Python; ``encode(text, add_special_tokens)`` gives an :class:`Encoded`."""
+
+    name: str
+    encode: Callable[[str, bool], Encoded]
+
+
+def _tiktoken_side(enc: Any) -> PythonSide:
+    def encode(text: str, add_special_tokens: bool) -> Encoded:
+        # encode_ordinary: special-token text in the data is text, never a control token.
+        ids = enc.encode_ordinary(text)
+        tb = [enc.decode_single_token_bytes(i) for i in ids]
+        pos, byte_offsets = 0, []
+        for b in tb:
+            byte_offsets.append((pos, pos + len(b)))
+            pos += len(b)
+        return Encoded(ids, _char_offsets(text, byte_offsets), [False] * len(ids), tb)
+
+    return PythonSide(f"tiktoken:{enc.name}", encode)
+
+
+def _sentencepiece_side(sp: Any) -> PythonSide:
+    def piece_bytes(i: int, piece: str) -> bytes | None:
+        if sp.IsUnknown(i):
+            return None
+        if sp.IsByte(i):
+            return bytes([int(piece[3:5], 16)])
+        return piece.replace("\u2581", " ").encode("utf-8")
+
+    def encode(text: str, add_special_tokens: bool) -> Encoded:
+        proto = sp.encode(text, out_type="immutable_proto")
+        ids, offs, tb = [], [], []
+        for p in proto.pieces:
+            ids.append(p.id)
+            offs.append((p.begin, p.end))
+            tb.append(piece_bytes(p.id, p.piece))
+        special = [bool(sp.IsControl(i)) for i in ids]
+        offsets = _char_offsets(text, offs)
+        if add_special_tokens and sp.bos_id() >= 0:
+            ids, offsets = [sp.bos_id(), *ids], [(0, 0), *offsets]
+            special, tb = [True, *special], [None, *tb]
+        return Encoded(ids, offsets, special, tb)
+
+    return PythonSide("sentencepiece", encode)
+
+
+def tokenizer_json(tok: Any) -> str:
+    """The tokenizer.json text of a tokenizer, path or folder; ``AlignmentError`` if it has none."""
+    if isinstance(tok, (str, os.PathLike)):
+        p = Path(tok)
+        if p.is_dir():
+            p = p / "tokenizer.json"
+        if not p.is_file():
+            raise AlignmentError(
+                f"no tokenizer.json at {str(p)!r}: pass a tokenizer.json file, a folder holding "
+                "one, or a loaded tokenizer"
+            )
+        return p.read_text(encoding="utf-8")
+    backend = getattr(tok, "backend_tokenizer", None)  # transformers fast tokenizers (v4 and v5)
+    if backend is not None:
+        return str(backend.to_str())
+    if type(tok).__module__.startswith("tokenizers") and hasattr(tok, "to_str"):
+        return str(tok.to_str())
+    if type(tok).__module__.startswith("transformers"):
+        raise AlignmentError(
+            f"{type(tok).__name__} is a slow (Python) tokenizer without character offsets; load "
+            "it with AutoTokenizer.from_pretrained(..., use_fast=True), or encode yourself and "
+            "call dskd_align.align_encodings"
+        )
+    raise AlignmentError(
+        f"cannot align with a {type(tok).__name__}: pass a tokenizers.Tokenizer, a transformers "
+        "fast tokenizer, a tiktoken Encoding, a sentencepiece.SentencePieceProcessor, or a path to "
+        "a tokenizer.json"
+    )
+
+
+def load_core(tok: Any) -> CoreTokenizer:
+    """A :class:`CoreTokenizer` for anything with a tokenizer.json."""
+    if isinstance(tok, CoreTokenizer):
+        return tok
+    text = tokenizer_json(tok)
+    try:
+        json.loads(text)
+    except ValueError as e:
+        raise AlignmentError(f"tokenizer.json is not valid JSON ({e})") from None
+    return CoreTokenizer(text)
+
+
+def resolve(tok: Any) -> CoreTokenizer | PythonSide:
+    """The side the aligner uses for ``tok``: core-tokenized when possible, else Python-encoded."""
+    if tok is None:
+        raise AlignmentError("tokenizer is None: pass a tokenizer, a tokenizer.json path or folder")
+    if isinstance(tok, (CoreTokenizer, PythonSide)):
+        return tok
+    mod = type(tok).__module__
+    if mod.startswith("tiktoken"):
+        return _tiktoken_side(tok)
+    if mod.startswith("sentencepiece"):
+        return _sentencepiece_side(tok)
+    return load_core(tok)

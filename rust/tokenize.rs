@@ -1,0 +1,83 @@
+//! Tokenizing inside the core with the HF `tokenizers` crate, fed the tokenizer's own JSON.
+//!
+//! Why: reading ids and offsets out of Python `Encoding` objects into numpy costs about a third of
+//! `encode_batch` itself (BENCHMARKS.md), which alone would break the 1.10x budget of aligning
+//! against tokenizing. Tokenizing here skips the Python objects entirely, and the same crate on
+//! the same JSON gives the same ids and offsets as the Python tokenizer (tests check it on every
+//! real tokenizer and corpus). Truncation and padding stored in the JSON are switched off: an
+//! alignment is always of the whole text.
+
+use crate::error::{AlignError, Result};
+use crate::span::snap_to_chars;
+use crate::vocab::{Spelling, TokenTable};
+use std::str::FromStr;
+use tokenizers::Tokenizer;
+
+/// One side's encoding of one text, in the units the aligner uses.
+#[derive(Debug, Default, Clone)]
+pub struct Encoded {
+    pub ids: Vec<u32>,
+    /// Byte ranges snapped to whole characters (the same ranges HF reports in characters).
+    pub offsets: Vec<(usize, usize)>,
+    pub special: Vec<bool>,
+}
+
+/// A tokenizer plus its token-to-bytes table.
+pub struct CoreTokenizer {
+    tok: Tokenizer,
+    pub table: TokenTable,
+}
+
+impl CoreTokenizer {
+    pub fn from_json(json: &str) -> Result<CoreTokenizer> {
+        let value: serde_json::Value = serde_json::from_str(json)
+            .map_err(|e| AlignError::Tokenizer(format!("not a tokenizer.json ({e})")))?;
+        let mut tok = Tokenizer::from_str(json).map_err(|e| {
+            AlignError::Tokenizer(format!(
+                "the `tokenizers` crate could not load this tokenizer.json ({e}); is it from a \
+                 much newer `tokenizers` release?"
+            ))
+        })?;
+        tok.with_truncation(None)
+            .map_err(|e| AlignError::Tokenizer(e.to_string()))?;
+        tok.with_padding(None);
+        let spelling = Spelling::from_json(&value);
+        let added_dec = tok.get_added_tokens_decoder();
+        let vocab: Vec<(String, u32)> = tok.get_vocab(false).into_iter().collect();
+        let added: Vec<(String, u32, bool)> = added_dec
+            .iter()
+            .map(|(&id, t)| (t.content.clone(), id, t.special))
+            .collect();
+        let table = TokenTable::build(&spelling, &vocab, &added)?;
+        Ok(CoreTokenizer { tok, table })
+    }
+
+    /// Encodes one text. Special = added by the post-processor or a special added token.
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Encoded> {
+        let enc = self
+            .tok
+            .encode(text, add_special_tokens)
+            .map_err(|e| AlignError::Tokenizer(format!("encoding failed: {e}")))?;
+        let ids = enc.get_ids().to_vec();
+        let offsets = enc
+            .get_offsets()
+            .iter()
+            .map(|&(s, e)| snap_to_chars(text, s, e))
+            .collect();
+        let special = enc
+            .get_special_tokens_mask()
+            .iter()
+            .zip(&ids)
+            .map(|(&m, &id)| m != 0 || self.table.is_special(id))
+            .collect();
+        Ok(Encoded {
+            ids,
+            offsets,
+            special,
+        })
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.tok.get_vocab_size(true)
+    }
+}
