@@ -1,13 +1,17 @@
 """Type stubs for the Rust extension (checked by `python -m mypy.stubtest dskd_align._core`)."""
 
 from collections.abc import Iterable
+from typing import final
 
 import numpy as np
 import numpy.typing as npt
 
+__all__ = ["AlignmentError", "CoreTokenizer", "align_encoded", "align_texts_flat"]
+
 class AlignmentError(ValueError):
     """Bad input to the aligner: the message names the field and the fix."""
 
+@final
 class CoreTokenizer:
     """A tokenizer loaded from its tokenizer.json, with its token-to-bytes table."""
 

@@ -1,0 +1,42 @@
+# One entry point per job. Every target creates/updates the virtual environment itself, so each
+# is one command on a fresh machine (Rust toolchain + Python 3.10+ required, nothing downloaded
+# at run time: tokenizers and models used by the demo and the tests are built on the fly).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test test-python test-rust lint bench clean
+
+$(BIN)/activate:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Builds the Rust extension (release, via maturin) and installs all extras the suite needs.
+install: $(BIN)/activate
+	$(BIN)/pip install -q -e ".[test]"
+
+# The main job: align on the embedded default, then distill a tiny teacher into a tiny student.
+demo: install
+	$(BIN)/dskd-align align
+	$(BIN)/dskd-align demo
+
+# The whole test suite: Rust unit tests, then the Python suite (hypothesis, torch, CLI).
+test: install
+	cargo test --quiet
+	$(BIN)/python -m pytest tests
+
+lint: install
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --features python -- -D warnings
+	$(BIN)/ruff check python tests benches
+	$(BIN)/ruff format --check python tests benches
+	$(BIN)/python -m mypy.stubtest dskd_align._core
+
+bench: install
+	cargo bench --bench align
+	$(BIN)/python benches/bench_speed.py
+	$(BIN)/python benches/bench_coverage.py
+
+clean:
+	rm -rf $(VENV) target
