@@ -85,7 +85,10 @@ fn corpora(shared: &Path) -> Vec<(&'static str, Vec<String>)> {
     // Code: HumanEval prompt+solution, then cpython modules cut into 50-line chunks.
     let humaneval = jsonl(&c.join("code/HumanEval.jsonl")).into_iter().map(|v| {
         let p = v["prompt"].as_str().unwrap_or_default();
-        format!("{p}{}", v["canonical_solution"].as_str().unwrap_or_default())
+        format!(
+            "{p}{}",
+            v["canonical_solution"].as_str().unwrap_or_default()
+        )
     });
     let cpython: Vec<String> = jsonl(&c.join("code/cpython311_stdlib_sample.jsonl"))
         .iter()

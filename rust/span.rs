@@ -142,13 +142,34 @@ fn locate(t: &[u8], s: usize, be: usize, b: &[u8]) -> Span {
     Span::new(s, be.max(s))
 }
 
+/// `char::is_whitespace` restricted to ASCII: tab, LF, VT, FF, CR and space (not `\x1C`-`\x1F`).
+fn is_ascii_white_space(b: u8) -> bool {
+    matches!(b, b'\t'..=b'\r' | b' ')
+}
+
 /// Rule 2: the span with whole leading and trailing White_Space characters removed; a span that
 /// is only whitespace (or empty) keeps its raw range. Characters cut by the span (byte pieces of a
 /// multi-byte character) are never trimmed.
 pub fn canonical_key(text: &str, span: Span) -> Span {
     let t = text.as_bytes();
     let (mut s, mut e) = (span.start, span.end);
-    while s < e && text.is_char_boundary(s) {
+    // ASCII fast path (most token ends): White_Space in ASCII is exactly 9..=13 and 32, and an
+    // ASCII byte is always a whole character, so no decoding is needed until a byte >= 0x80.
+    while s < e {
+        let b = match t.get(s) {
+            Some(&b) => b,
+            None => break,
+        };
+        if b < 0x80 {
+            if !is_ascii_white_space(b) {
+                break;
+            }
+            s += 1;
+            continue;
+        }
+        if !text.is_char_boundary(s) {
+            break;
+        }
         let c = match text[s..].chars().next() {
             Some(c) => c,
             None => break,
@@ -159,7 +180,19 @@ pub fn canonical_key(text: &str, span: Span) -> Span {
         }
         s += n;
     }
-    while e > s && text.is_char_boundary(e) {
+    while e > s {
+        match t.get(e - 1) {
+            // Ends after an ASCII byte: `e` is a character boundary.
+            Some(&b) if b < 0x80 => {
+                if !is_ascii_white_space(b) {
+                    break;
+                }
+                e -= 1;
+                continue;
+            }
+            Some(_) if text.is_char_boundary(e) => {}
+            _ => break,
+        }
         let mut c0 = e - 1;
         while c0 > 0 && (t[c0] & 0xC0) == 0x80 {
             c0 -= 1;
@@ -201,6 +234,41 @@ mod tests {
         let bytes: [&[u8]; 2] = [b" ", "日".as_bytes()];
         let spans = place_tokens(text, &[(0, 3), (0, 3)], &[false, false], |i| Some(bytes[i]));
         assert_eq!(spans, vec![Span::new(0, 0), Span::new(0, 3)]);
+    }
+
+    /// The definition before the ASCII fast path: decode every character.
+    fn canonical_key_by_chars(text: &str, span: Span) -> Span {
+        let (mut s, mut e) = (span.start, span.end);
+        while s < e && text.is_char_boundary(s) {
+            let c = text[s..].chars().next().unwrap();
+            if s + c.len_utf8() > e || !c.is_whitespace() {
+                break;
+            }
+            s += c.len_utf8();
+        }
+        while e > s && text.is_char_boundary(e) {
+            let (c0, c) = text[..e].char_indices().next_back().unwrap();
+            if c0 < s || !c.is_whitespace() {
+                break;
+            }
+            e = c0;
+        }
+        if s == e {
+            span
+        } else {
+            Span::new(s, e)
+        }
+    }
+
+    #[test]
+    fn ascii_fast_path_equals_char_by_char_trim() {
+        let text = " \t\u{3000} a\u{1c}\u{85}é \n\u{a0}\u{b}x\u{2028}🙂 \u{0}\r";
+        for s in 0..=text.len() {
+            for e in s..=text.len() {
+                let span = Span::new(s, e);
+                assert_eq!(canonical_key(text, span), canonical_key_by_chars(text, span));
+            }
+        }
     }
 
     #[test]

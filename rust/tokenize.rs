@@ -44,15 +44,25 @@ impl CoreTokenizer {
         let spelling = Spelling::from_json(&value);
         let added_dec = tok.get_added_tokens_decoder();
         let vocab: Vec<(String, u32)> = tok.get_vocab(false).into_iter().collect();
+        // The unknown token stands for text the model could not spell (ALIGNMENT.md rule 1:
+        // its span is its character range), so it is a text token with unknown bytes even where
+        // the tokenizer lists it as a special added token (BERT `[UNK]`, T5 `<unk>`).
+        let unk_id = spelling
+            .unk_token
+            .as_deref()
+            .and_then(|u| tok.token_to_id(u));
         let added: Vec<(String, u32, bool)> = added_dec
             .iter()
+            .filter(|(&id, _)| Some(id) != unk_id)
             .map(|(&id, t)| (t.content.clone(), id, t.special))
             .collect();
         let table = TokenTable::build(&spelling, &vocab, &added)?;
         Ok(CoreTokenizer { tok, table })
     }
 
-    /// Encodes one text. Special = added by the post-processor or a special added token.
+    /// Encodes one text. Special = added by the post-processor or a special added token (also
+    /// where it occurs in the text, which HF's mask leaves 0: a control token is not text to
+    /// align); the unknown token is never special (see `from_json`).
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Encoded> {
         let enc = self
             .tok

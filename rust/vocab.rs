@@ -96,7 +96,11 @@ impl Spelling {
             .as_str()
             .filter(|s| !s.is_empty())
             .map(str::to_owned);
-        sp.unk_token = model["unk_token"].as_str().map(str::to_owned);
+        sp.unk_token = model["unk_token"].as_str().map(str::to_owned).or_else(|| {
+            // Unigram names its unknown token by id: `"unk_id": 2` into `"vocab": [[piece, score]]`.
+            let id = model["unk_id"].as_u64()? as usize;
+            model["vocab"].get(id)?.get(0)?.as_str().map(str::to_owned)
+        });
         sp
     }
 }
@@ -235,6 +239,18 @@ mod tests {
         assert_eq!(m[&'Ġ'], b' ');
         assert_eq!(m[&'Ċ'], b'\n');
         assert_eq!(m[&'!'], b'!');
+    }
+
+    #[test]
+    fn unigram_unk_is_named_by_id() {
+        let json: Value = serde_json::from_str(
+            r#"{"model": {"unk_id": 1, "vocab": [["<pad>", 0.0], ["<unk>", 0.0]]}}"#,
+        )
+        .unwrap();
+        let sp = Spelling::from_json(&json);
+        assert_eq!(sp.unk_token.as_deref(), Some("<unk>"));
+        let t = TokenTable::build(&sp, &[("<unk>".into(), 1)], &[]).unwrap();
+        assert_eq!(t.bytes(1), None);
     }
 
     #[test]

@@ -53,7 +53,9 @@ class Aligner:
             if not isinstance(text, str):
                 raise AlignmentError(f"texts[{i}] is a {type(text).__name__}, not a str")
             parts.append(
-                align_encoded(text, self._encode(t, text).as_core(), self._encode(s, text).as_core())
+                align_encoded(
+                    text, self._encode(t, text).as_core(), self._encode(s, text).as_core()
+                )
             )
         return BatchAlignment.concat(texts, parts)
 
@@ -119,16 +121,25 @@ def _as_encoded(side: str, enc: Any, token_bytes: Any) -> tuple[Any, ...]:
         )
     ids = [int(i) for i in np.asarray(ids).reshape(-1)]
     offsets = [(int(a), int(b)) for a, b in np.asarray(offsets, dtype=np.int64).reshape(-1, 2)]
-    special = [False] * len(ids) if special is None else [bool(x) for x in np.asarray(special).reshape(-1)]
+    special = (
+        [False] * len(ids)
+        if special is None
+        else [bool(x) for x in np.asarray(special).reshape(-1)]
+    )
     tb = None
     if token_bytes is not None:
         lookup: Callable[[int], bytes | None]
         if callable(token_bytes) and not isinstance(token_bytes, CoreTokenizer):
             lookup = token_bytes
         else:
-            core = resolve(token_bytes)
+            try:
+                core = resolve(token_bytes)
+            except AlignmentError as e:
+                raise AlignmentError(f"{side}_token_bytes: {e}") from None
             if not isinstance(core, CoreTokenizer):
-                raise AlignmentError(f"{side}_token_bytes: pass a callable id -> bytes or an HF tokenizer")
+                raise AlignmentError(
+                    f"{side}_token_bytes: pass a callable id -> bytes or an HF tokenizer"
+                )
             lookup = core.token_bytes
         tb = [lookup(i) for i in ids]
     return ids, offsets, special, tb
@@ -153,7 +164,9 @@ def align_encodings(
     return BatchAlignment([text], align_encoded(text, t, s))[0]
 
 
-def align_many(aligner: Aligner, texts: Iterable[str], batch_size: int = 256) -> Iterable[BatchAlignment]:
+def align_many(
+    aligner: Aligner, texts: Iterable[str], batch_size: int = 256
+) -> Iterable[BatchAlignment]:
     """Streams ``aligner.batch`` over an iterable of texts, ``batch_size`` at a time."""
     buf: list[str] = []
     for t in texts:

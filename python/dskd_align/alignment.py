@@ -66,12 +66,15 @@ class Alignment:
 
     def pair_texts(self) -> list[tuple[str, str]]:
         """(teacher token text, student token text) for every pair."""
-        return [(self.token_text("teacher", i), self.token_text("student", j)) for i, j in self.pairs]
+        return [
+            (self.token_text("teacher", i), self.token_text("student", j)) for i, j in self.pairs
+        ]
 
     def __repr__(self) -> str:
         return (
             f"Alignment(pairs={self.num_pairs}, teacher_tokens={len(self.teacher_ids)}, "
-            f"student_tokens={len(self.student_ids)}, teacher_coverage={self.teacher_coverage:.3f}, "
+            f"student_tokens={len(self.student_ids)}, "
+            f"teacher_coverage={self.teacher_coverage:.3f}, "
             f"student_coverage={self.student_coverage:.3f})"
         )
 
@@ -166,18 +169,31 @@ class BatchAlignment:
     @property
     def teacher_coverage(self) -> np.ndarray:
         """Per-row teacher coverage, float64 ``[B]``."""
-        return np.where(self.teacher_text_tokens > 0, self.aligned / np.maximum(self.teacher_text_tokens, 1), 1.0)
+        return np.where(
+            self.teacher_text_tokens > 0,
+            self.aligned / np.maximum(self.teacher_text_tokens, 1),
+            1.0,
+        )
 
     @property
     def student_coverage(self) -> np.ndarray:
         """Per-row student coverage, float64 ``[B]``."""
-        return np.where(self.student_text_tokens > 0, self.aligned / np.maximum(self.student_text_tokens, 1), 1.0)
+        return np.where(
+            self.student_text_tokens > 0,
+            self.aligned / np.maximum(self.student_text_tokens, 1),
+            1.0,
+        )
 
     def pooled_coverage(self) -> tuple[float, float]:
         """(teacher, student) coverage over the whole batch: total aligned / total text tokens."""
         a = int(self.aligned.sum())
-        return _cov(a, int(self.teacher_text_tokens.sum())), _cov(a, int(self.student_text_tokens.sum()))
+        return _cov(a, int(self.teacher_text_tokens.sum())), _cov(
+            a, int(self.student_text_tokens.sum())
+        )
 
     def __repr__(self) -> str:
         t, s = self.pooled_coverage()
-        return f"BatchAlignment(rows={len(self)}, pairs={len(self.pairs)}, teacher_coverage={t:.3f}, student_coverage={s:.3f})"
+        return (
+            f"BatchAlignment(rows={len(self)}, pairs={len(self.pairs)}, "
+            f"teacher_coverage={t:.3f}, student_coverage={s:.3f})"
+        )

@@ -81,7 +81,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except ImportError as e:  # torch is an optional extra
         print(f"the demo needs the torch extra: pip install 'dskd-align[torch]' ({e})", file=sys.stderr)
         return 2
-    return run_demo(steps=args.steps, teacher=args.teacher, student=args.student, seed=args.seed)
+    run_demo(steps=args.steps, teacher=args.teacher, student=args.student, seed=args.seed)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

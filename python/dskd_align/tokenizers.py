@@ -45,7 +45,7 @@ class Encoded:
 
 
 def _byte_to_char(text: str) -> np.ndarray:
-    """``table[b]`` = index of the character containing byte ``b`` (and ``len(text)`` at the end)."""
+    """``table[b]`` = index of the character containing byte ``b`` (``len(text)`` at the end)."""
     raw = text.encode("utf-8")
     starts = np.frombuffer(raw, dtype=np.uint8) & 0xC0 != 0x80
     table = np.empty(len(raw) + 1, dtype=np.int64)
@@ -95,13 +95,31 @@ def _sentencepiece_side(sp: Any) -> PythonSide:
             return bytes([int(piece[3:5], 16)])
         return piece.replace("\u2581", " ").encode("utf-8")
 
+    def pieces(text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Ids and byte offsets. sentencepiece >= 0.2.1 dropped ``immutable_proto`` (and
+        ``proto`` needs protobuf); ``offset_mapping`` with ``return_bytes`` replaces it."""
+        try:
+            out = sp.encode(text, return_type="offset_mapping", return_bytes=True)
+            return list(out["ids"]), [tuple(o) for o in out["offsets"]]
+        except (TypeError, ValueError):  # older sentencepiece
+            proto = sp.encode(text, out_type="immutable_proto")
+            return [p.id for p in proto.pieces], [(p.begin, p.end) for p in proto.pieces]
+
     def encode(text: str, add_special_tokens: bool) -> Encoded:
-        proto = sp.encode(text, out_type="immutable_proto")
-        ids, offs, tb = [], [], []
-        for p in proto.pieces:
-            ids.append(p.id)
-            offs.append((p.begin, p.end))
-            tb.append(piece_bytes(p.id, p.piece))
+        ids, offs = pieces(text)
+        # A character spelled in byte-fallback pieces: sentencepiece gives the first pieces empty
+        # ranges and the last the whole character; give every piece of the run the run's range,
+        # as HF does (Llama-2 on "a 🙂": four `<0x..>` pieces all (2, 3)).
+        k = 0
+        while k < len(ids):
+            r = k
+            while r < len(ids) and sp.IsByte(ids[r]):
+                r += 1
+            if r > k:
+                run = (min(o[0] for o in offs[k:r]), max(o[1] for o in offs[k:r]))
+                offs[k:r] = [run] * (r - k)
+            k = max(r, k + 1)
+        tb = [piece_bytes(i, sp.IdToPiece(i)) for i in ids]
         special = [bool(sp.IsControl(i)) for i in ids]
         offsets = _char_offsets(text, offs)
         if add_special_tokens and sp.bos_id() >= 0:

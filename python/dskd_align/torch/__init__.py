@@ -1,0 +1,32 @@
+"""PyTorch layer: batches with exact teacher/student pairs, vocabulary maps, dual-space KD losses.
+
+Data side: :class:`VocabMap` (byte-canonical overlap O and the t2s/s2t maps), :class:`DSKDCollator`
+(rows to a padded :class:`DSKDBatch` with aligned prediction positions), :class:`OnPolicyBatcher`
+(student generations to the same batch). Loss side: the projectors (``init_t2s_projector``,
+:class:`StudentToTeacherProjector`, ``projector_param_group``) and :class:`DualSpaceKDLoss`.
+"""
+
+from dskd_align.torch.collate import DSKDCollator
+from dskd_align.torch.data import DSKDBatch, split_row
+from dskd_align.torch.losses import DualSpaceKDLoss
+from dskd_align.torch.onpolicy import DecodedResponse, OnPolicyBatcher
+from dskd_align.torch.projector import (
+    StudentToTeacherProjector,
+    init_t2s_projector,
+    projector_param_group,
+)
+from dskd_align.torch.vocab import VocabMap, raw_string_overlap
+
+__all__ = [
+    "DSKDBatch",
+    "DSKDCollator",
+    "DecodedResponse",
+    "DualSpaceKDLoss",
+    "OnPolicyBatcher",
+    "StudentToTeacherProjector",
+    "VocabMap",
+    "init_t2s_projector",
+    "projector_param_group",
+    "raw_string_overlap",
+    "split_row",
+]

@@ -1,0 +1,181 @@
+"""Bad input gets a clear ``dskd_align.AlignmentError`` (a ``ValueError``) naming the problem;
+odd but valid input (empty, lone surrogates refused, 1 MB) is handled; nothing ever raises a
+``BaseException`` that is not an ``Exception`` (a PyO3 panic would)."""
+
+from __future__ import annotations
+
+import dskd_align
+import pytest
+from dskd_align import AlignmentError
+from families import core, trained_tokenizer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support import texts
+
+TEXT = "hello world"
+ENC = {"ids": [1, 2], "offsets": [(0, 5), (5, 11)], "special_tokens_mask": [0, 0]}
+
+
+def enc(ids=(1, 2), offsets=((0, 5), (5, 11)), special=(0, 0)):
+    return {"ids": list(ids), "offsets": list(offsets), "special_tokens_mask": list(special)}
+
+
+def test_error_class():
+    assert issubclass(AlignmentError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("student", "match"),
+    [
+        (
+            enc(offsets=[(0, 5), (5, 12)]),
+            r"student: token 1 has offsets \(5, 12\) outside the text of 11",
+        ),
+        (enc(offsets=[(0, 5), (9, 8)]), r"student: token 1 has offsets \(9, 8\)"),
+        (enc(offsets=[(5, 11), (0, 5)]), r"student: token 1 starts before token 0"),
+        (enc(offsets=[(-1, 5), (5, 11)]), r"student: token 0 has offsets"),
+        (enc(offsets=[(0, 5)]), r"student: `offsets` has 1 entries but `ids` has 2"),
+        (enc(special=[0]), r"student: `special_tokens_mask` has 1 entries but `ids` has 2"),
+        (enc(ids=[1, -3]), r"student: ids\[1\] = -3 is not a token id"),
+        ({"ids": [1, 2]}, r"student encoding has no ids/offsets"),
+        (None, r"student encoding is None"),
+        (object(), r"student encoding has no ids/offsets"),
+    ],
+)
+def test_bad_encodings(student, match):
+    with pytest.raises(AlignmentError, match=match):
+        dskd_align.align_encodings(TEXT, ENC, student)
+
+
+def test_text_not_matching_encodings():
+    """An encoding of another (longer) text: offsets outside this text, named."""
+    other = core("bytebpe")
+    ids, boffs, special = other.encode("a much longer text than the one aligned", False)
+    from support import byte_to_char
+
+    b2c = byte_to_char("a much longer text than the one aligned")
+    e = {
+        "ids": ids,
+        "offsets": [(b2c[a], b2c[b]) for a, b in boffs],
+        "special_tokens_mask": special,
+    }
+    with pytest.raises(AlignmentError, match="teacher: token .* outside the text"):
+        dskd_align.align_encodings("short", e, ENC)
+
+
+def test_token_bytes_length_and_type():
+    with pytest.raises(AlignmentError, match="teacher_token_bytes"):
+        dskd_align.align_encodings(TEXT, ENC, ENC, teacher_token_bytes=42)
+    with pytest.raises(AlignmentError, match="text is a bytes"):
+        dskd_align.align_encodings(b"hello", ENC, ENC)
+
+
+def test_slow_tokenizer_and_unknown_objects():
+    transformers = pytest.importorskip("transformers")
+    # a slow (Python) tokenizer: no offsets, no tokenizer.json
+    slow = transformers.PreTrainedTokenizer.__new__(transformers.PreTrainedTokenizer)
+    with pytest.raises(AlignmentError, match="slow"):
+        dskd_align.align(slow, trained_tokenizer("bytebpe"), TEXT)
+    with pytest.raises(AlignmentError, match="cannot align with a int"):
+        dskd_align.align(3, trained_tokenizer("bytebpe"), TEXT)
+    with pytest.raises(AlignmentError, match="tokenizer is None"):
+        dskd_align.align(None, trained_tokenizer("bytebpe"), TEXT)
+    with pytest.raises(AlignmentError, match="no tokenizer.json"):
+        dskd_align.Aligner("/nonexistent/folder", trained_tokenizer("bytebpe"))
+
+
+def test_corrupt_tokenizer_json(tmp_path):
+    (tmp_path / "tokenizer.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(AlignmentError, match="not valid JSON"):
+        dskd_align.load_core(tmp_path)
+    (tmp_path / "tokenizer.json").write_text('{"model": {"type": "Nope"}}', encoding="utf-8")
+    with pytest.raises(AlignmentError, match="could not load this tokenizer.json"):
+        dskd_align.load_core(tmp_path)
+    with pytest.raises(AlignmentError, match="tokenizer"):
+        dskd_align.CoreTokenizer("[]")
+
+
+def test_lone_surrogates_and_non_str():
+    aligner = dskd_align.Aligner(core("bytebpe"), core("llama"))
+    for bad in ("\ud800", "ok \udfff ok"):
+        with pytest.raises(AlignmentError, match=r"texts\[0\] is not valid Unicode"):
+            aligner(bad)
+        with pytest.raises(AlignmentError, match=r"texts\[1\] is not valid Unicode"):
+            aligner.batch(["fine", bad], num_threads=2)
+        with pytest.raises((AlignmentError, UnicodeEncodeError)):
+            dskd_align.align_encodings(bad, ENC, ENC)
+    with pytest.raises(AlignmentError, match=r"texts\[1\] is None"):
+        aligner.batch(["a", None])
+    with pytest.raises(AlignmentError, match=r"texts\[2\] is a int, not a str"):
+        aligner.batch(["a", "b", 3])
+    with pytest.raises(AlignmentError, match="not one str"):
+        aligner.batch("a str")
+    with pytest.raises(AlignmentError, match="num_threads must be >= 0"):
+        aligner.batch(["a"], num_threads=-1)
+    with pytest.raises(AlignmentError):
+        aligner(None)
+
+
+def test_empty_text_and_empty_batch():
+    aligner = dskd_align.Aligner(core("bytebpe"), core("t5"))
+    a = aligner("")
+    assert a.num_pairs == 0 and len(a.teacher_ids) == 0 and a.student_coverage == 1.0
+    b = aligner.batch([])
+    assert len(b) == 0 and b.pooled_coverage() == (1.0, 1.0)
+    e = dskd_align.align_encodings("", enc([], [], []), enc([], [], []))
+    assert e.num_pairs == 0 and e.teacher_coverage == 1.0
+
+
+def test_one_megabyte_text():
+    """A 1 MB text aligns correctly (every pair's bytes equal; self-alignment complete)."""
+    unit = "def f(x):\n    return x  # naïve 日本 🙂\n\tThe quick brown fox.\n"
+    text = unit * (1_000_000 // len(unit.encode()) + 1)
+    assert len(text.encode()) >= 1_000_000
+    t, s = core("bytebpe"), core("llama")
+    got = dskd_align.Aligner(t, s)(text)
+    raw = text.encode()
+    assert got.num_pairs > 0.3 * len(got.student_ids)
+    spans_t, spans_s = got.teacher_spans, got.student_spans
+    for i, j in got.pairs[:: max(1, got.num_pairs // 2000)].tolist():
+        assert raw[slice(*spans_t[i])].strip() == raw[slice(*spans_s[j])].strip()
+    assert spans_t[-1][1] == spans_s[-1][1] == len(raw)
+    self_ = dskd_align.Aligner(s, s).batch([text], num_threads=2)[0]
+    assert self_.num_pairs == len(self_.student_ids)
+
+
+ANY = st.one_of(
+    st.none(), st.integers(), st.binary(max_size=8), texts, st.lists(st.integers(), max_size=3)
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    text=st.one_of(
+        texts, st.text(alphabet=st.characters(categories=["Cs", "Co", "Cc"]), max_size=5), ANY
+    ),
+    ids=st.lists(st.integers(-(2**40), 2**40), max_size=4),
+    offsets=st.lists(st.tuples(st.integers(-3, 30), st.integers(-3, 30)), max_size=4),
+    special=st.lists(st.booleans(), max_size=4),
+    tb=st.one_of(st.none(), st.lists(st.one_of(st.none(), st.binary(max_size=3)), max_size=4)),
+)
+def test_never_a_panic(text, ids, offsets, special, tb):
+    """Random garbage: an AlignmentError (or a TypeError from argument parsing), never a
+    BaseException outside Exception (pyo3_runtime.PanicException)."""
+    e = {"ids": ids, "offsets": offsets, "special_tokens_mask": special}
+    calls = [
+        lambda: dskd_align.align_encodings(
+            text, e, ENC, teacher_token_bytes=(lambda i: tb[i % len(tb)] if tb else None)
+        ),
+        lambda: dskd_align.align_encodings(text, ENC, e),
+        lambda: dskd_align.Aligner(core("bytebpe"), core("llama")).batch(
+            [text, "x"], num_threads=2
+        ),
+    ]
+    for call in calls:
+        try:
+            call()
+        except (AlignmentError, TypeError, OverflowError, UnicodeEncodeError):
+            pass
+        except BaseException as exc:  # noqa: B036 - the point: a panic is a BaseException
+            assert isinstance(exc, Exception), f"not an Exception: {type(exc)}"
+            raise
