@@ -69,8 +69,11 @@ def _key(raw: bytes, span) -> tuple[int, int]:
 def run_case(aligner, toks, texts, reps):
     res = aligner.batch(texts, num_threads=1)
     encs = [tok.encode_batch(texts, add_special_tokens=False) for tok in toks]
-    cleaned = [[clean_tokens(e.ids, tok.id_to_token) for e in side] for tok, side in zip(toks, encs)]
-    walk_pairs = [paper_walk(t, s) for t, s in zip(*cleaned)]
+    cleaned = [
+        [clean_tokens(e.ids, tok.id_to_token) for e in side]
+        for tok, side in zip(toks, encs, strict=True)
+    ]
+    walk_pairs = [paper_walk(t, s) for t, s in zip(*cleaned, strict=True)]
 
     student_text = int(res.student_text_tokens.sum())
     ours_aligned = int(res.aligned.sum())
@@ -91,13 +94,19 @@ def run_case(aligner, toks, texts, reps):
                     not_exact += 1
 
     def walk_only():
-        for t_enc, s_enc in zip(*encs):
-            paper_walk(clean_tokens(t_enc.ids, toks[0].id_to_token), clean_tokens(s_enc.ids, toks[1].id_to_token))
+        for t_enc, s_enc in zip(*encs, strict=True):
+            paper_walk(
+                clean_tokens(t_enc.ids, toks[0].id_to_token),
+                clean_tokens(s_enc.ids, toks[1].id_to_token),
+            )
 
     def enc_and_walk():
         e = [tok.encode_batch(texts, add_special_tokens=False) for tok in toks]
-        for t_enc, s_enc in zip(*e):
-            paper_walk(clean_tokens(t_enc.ids, toks[0].id_to_token), clean_tokens(s_enc.ids, toks[1].id_to_token))
+        for t_enc, s_enc in zip(*e, strict=True):
+            paper_walk(
+                clean_tokens(t_enc.ids, toks[0].id_to_token),
+                clean_tokens(s_enc.ids, toks[1].id_to_token),
+            )
 
     med = interleaved(
         {
@@ -136,8 +145,9 @@ def main() -> None:
         return cache[name]
 
     print(
-        "| teacher -> student | corpus | texts | student tokens | coverage ours | coverage paper walk "
-        "| walk pairs not ours (not same bytes) | walk/ours (walk excl. tok.) | (enc+walk)/ours |"
+        "| teacher -> student | corpus | texts | student tokens | coverage ours "
+        "| coverage paper walk | walk pairs not ours (not same bytes) "
+        "| walk/ours (walk excl. tok.) | (enc+walk)/ours |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for pair in args.pairs:

@@ -37,7 +37,7 @@ def gsm8k(limit: int | None = None) -> list[str]:
 
 
 def code(limit: int | None = None, lines: int = 50) -> list[str]:
-    """HumanEval prompt + solution, then the cpython stdlib sample cut into ``lines``-line chunks."""
+    """HumanEval prompt + solution, then the cpython stdlib sample in ``lines``-line chunks."""
     out = [r["prompt"] + r["canonical_solution"] for r in _jsonl("code/HumanEval.jsonl")]
     for r in _jsonl("code/cpython311_stdlib_sample.jsonl"):
         src = r["text"].splitlines(keepends=True)

@@ -26,9 +26,9 @@ PAIRS = [("qwen2.5", "gpt2"), ("qwen2.5", "llama2")]
 def worker(args: argparse.Namespace) -> None:
     """Runs in a child process with RAYON_NUM_THREADS already set; prints one JSON line per case."""
     import numpy as np
+    from bench_data import code, dolly, interleaved, tokenizer_path
     from tokenizers import Tokenizer
 
-    from bench_data import code, dolly, interleaved, tokenizer_path
     from dskd_align import Aligner
 
     n = args.threads[0]
@@ -41,7 +41,7 @@ def worker(args: argparse.Namespace) -> None:
             texts = corpora[corpus]
             encs = [tok.encode_batch(texts, add_special_tokens=False) for tok in toks]
 
-            def encode_both(texts=texts):
+            def encode_both(texts=texts, toks=toks):
                 for tok in toks:
                     tok.encode_batch(texts, add_special_tokens=False)
 
@@ -68,7 +68,7 @@ def worker(args: argparse.Namespace) -> None:
             med = interleaved(
                 {
                     "encode": encode_both,
-                    "align": lambda texts=texts: aligner.batch(texts, num_threads=n),
+                    "align": lambda texts=texts, al=aligner: al.batch(texts, num_threads=n),
                     "read_per_enc": read_per_encoding,
                     "read_flat": read_flat,
                 },
@@ -112,8 +112,8 @@ def main() -> None:
         out = subprocess.run(cmd, env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
         rows += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     print(
-        "| pair | corpus | threads | texts | tokens (t+s) | encode_batch x2 (s) | Aligner.batch (s) "
-        "| ratio align/encode | offsets->numpy / encode (per-enc, flat) |"
+        "| pair | corpus | threads | texts | tokens (t+s) | encode_batch x2 (s) "
+        "| Aligner.batch (s) | ratio align/encode | offsets->numpy / encode (per-enc, flat) |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -25,9 +25,10 @@ import statistics
 import time
 from pathlib import Path
 
+from transformers import AutoTokenizer
+
 from dskd_align.torch import DSKDCollator
 from dskd_align.torch.data import PromptRenderer, split_row
-from transformers import AutoTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -62,11 +63,14 @@ def build_rows(tok, n: int, target: int = 512) -> list[dict[str, str]]:
         ),
     ]
     rows = []
+    system = len(PromptRenderer(tok).ids([""])[0])  # the template's fixed part
     while len(rows) < n:
         src = sources[len(rows) % 3]
         prompt, response = next(src)
-        while len(tok(prompt + response)["input_ids"]) < target - 20:
+        budget = target - system - len(tok(prompt)["input_ids"])
+        while len(tok(response)["input_ids"]) < budget:
             response += "\n\n" + next(src)[1]
+        response = tok.decode(tok(response)["input_ids"][:budget])  # cut to about the budget
         rows.append({"prompt": prompt, "response": response})
     return rows
 
@@ -118,7 +122,8 @@ def main() -> None:
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}. "
         f"{args.rows} rows, mean {lens[0]:.0f} teacher (qwen2.5) / {lens[1]:.0f} student (llama2) "
-        f"tokens per row, {out.num_pairs} pairs. Medians of {args.repeats} interleaved runs.",
+        f"tokens per row, {out.num_pairs} pairs. Medians of {args.repeats} interleaved runs; "
+        f"1-min load average {os.getloadavg()[0]:.1f} at the end (other jobs share the machine).",
         "",
         "| what | ms / batch | vs render + tokenize | vs tokenize only |",
         "|---|---:|---:|---:|",

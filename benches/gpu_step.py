@@ -73,6 +73,7 @@ def _loop_gather(align, h_t, h_s, W_t, t2s):
 
 def worker(args: argparse.Namespace) -> None:
     import torch
+
     from dskd_align.torch.losses import DualSpaceKDLoss, dskd_terms, gold_cross_entropy
     from dskd_align.torch.projector import projector_param_group
 

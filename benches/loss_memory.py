@@ -45,6 +45,7 @@ def _reset_peak() -> bool:
 def worker(args: argparse.Namespace) -> None:
     """One mode in this (fresh) process; prints one JSON line, saves the gradients to args.save."""
     import torch
+
     from dskd_align.torch.losses import DualSpaceKDLoss
 
     torch.manual_seed(args.seed)

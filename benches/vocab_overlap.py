@@ -15,8 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from dskd_align.torch import VocabMap
 from transformers import AutoTokenizer
+
+from dskd_align.torch import VocabMap
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZERS = ROOT.parent / "shared" / "tokenizers"

@@ -25,6 +25,9 @@ impl From<AlignError> for PyErr {
     }
 }
 
+/// (ids, byte offsets, special mask) of one encoding.
+type EncodeOut = (Vec<u32>, Vec<(usize, usize)>, Vec<bool>);
+
 /// A tokenizer loaded from its tokenizer.json, with its token-to-bytes table.
 #[pyclass(frozen, module = "dskd_align._core")]
 struct CoreTokenizer {
@@ -62,12 +65,7 @@ impl CoreTokenizer {
     }
 
     /// (ids, byte offsets snapped to characters, special mask) as the core sees them.
-    fn encode(
-        &self,
-        py: Python<'_>,
-        text: &str,
-        add_special_tokens: bool,
-    ) -> PyResult<(Vec<u32>, Vec<(usize, usize)>, Vec<bool>)> {
+    fn encode(&self, py: Python<'_>, text: &str, add_special_tokens: bool) -> PyResult<EncodeOut> {
         let e = py.detach(|| self.inner.encode(text, add_special_tokens))?;
         Ok((e.ids, e.offsets, e.special))
     }

@@ -266,7 +266,10 @@ mod tests {
         for s in 0..=text.len() {
             for e in s..=text.len() {
                 let span = Span::new(s, e);
-                assert_eq!(canonical_key(text, span), canonical_key_by_chars(text, span));
+                assert_eq!(
+                    canonical_key(text, span),
+                    canonical_key_by_chars(text, span)
+                );
             }
         }
     }

@@ -31,7 +31,7 @@ pub struct CoreTokenizer {
 impl CoreTokenizer {
     pub fn from_json(json: &str) -> Result<CoreTokenizer> {
         let value: serde_json::Value = serde_json::from_str(json)
-            .map_err(|e| AlignError::Tokenizer(format!("not a tokenizer.json ({e})")))?;
+            .map_err(|e| AlignError::Tokenizer(format!("not a tokenizer.json: not valid JSON ({e})")))?;
         let mut tok = Tokenizer::from_str(json).map_err(|e| {
             AlignError::Tokenizer(format!(
                 "the `tokenizers` crate could not load this tokenizer.json ({e}); is it from a \

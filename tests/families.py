@@ -17,7 +17,6 @@ import string
 import textwrap
 from pathlib import Path
 
-import dskd_align
 import pytest
 from tokenizers import (
     Tokenizer,
@@ -28,6 +27,8 @@ from tokenizers import (
     processors,
     trainers,
 )
+
+import dskd_align
 
 HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("DSKD_SHARED", HERE.parent.parent / "shared"))

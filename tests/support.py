@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import unicodedata
 
-import dskd_align
 import numpy as np
 import pytest
 from hypothesis import strategies as st
 from reference import WHITE_SPACE, RefAlignment, Side, Text, align_reference, canonical_key
+
+import dskd_align
 
 
 def byte_to_char(text: str) -> dict[int, int]:

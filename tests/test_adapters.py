@@ -7,13 +7,14 @@ from __future__ import annotations
 import io
 import json
 
-import dskd_align
 import pytest
-from dskd_align.tokenizers import resolve
 from families import MULTILINGUAL, REAL_DIR, core, require_real, trained_tokenizer, training_corpus
 from hypothesis import HealthCheck, given, settings
 from reference import Side, align_reference
 from support import assert_same, check_properties, check_swap, core_side, texts
+
+import dskd_align
+from dskd_align.tokenizers import resolve
 
 tiktoken = pytest.importorskip("tiktoken")
 spm = pytest.importorskip("sentencepiece")

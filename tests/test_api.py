@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import dskd_align
 import numpy as np
 import pytest
 from families import core, trained_tokenizer
+
+import dskd_align
 
 
 def test_public_names():

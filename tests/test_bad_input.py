@@ -4,13 +4,14 @@ odd but valid input (empty, lone surrogates refused, 1 MB) is handled; nothing e
 
 from __future__ import annotations
 
-import dskd_align
 import pytest
-from dskd_align import AlignmentError
 from families import core, trained_tokenizer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import texts
+
+import dskd_align
+from dskd_align import AlignmentError
 
 TEXT = "hello world"
 ENC = {"ids": [1, 2], "offsets": [(0, 5), (5, 11)], "special_tokens_mask": [0, 0]}

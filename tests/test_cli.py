@@ -37,7 +37,9 @@ def test_coverage_report_and_plot(tmp_path, capsys: pytest.CaptureFixture[str]) 
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
     png = tmp_path / "cov.png"
-    code = main(["coverage", "--corpus", str(corpus), "--field", "text", "--plot", str(png), "--json"])
+    code = main(
+        ["coverage", "--corpus", str(corpus), "--field", "text", "--plot", str(png), "--json"]
+    )
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     batch = Aligner(embedded.teacher_tokenizer(), embedded.student_tokenizer()).batch(

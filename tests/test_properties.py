@@ -3,13 +3,14 @@ batch equals a loop of single calls for any thread count, special tokens, pooled
 
 from __future__ import annotations
 
-import dskd_align
 import numpy as np
 import pytest
 from families import TRAINED_NAMES, core, require_real
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import align_both, check_properties, check_swap, spells_exactly, texts
+
+import dskd_align
 
 SETTINGS = settings(
     max_examples=30,

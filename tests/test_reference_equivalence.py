@@ -4,13 +4,14 @@ hand-made encodings that no tokenizer would produce."""
 
 from __future__ import annotations
 
-import dskd_align
 import pytest
 from families import TRAINED_NAMES, core, require_real
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference import Side, align_reference
 from support import align_both, as_encoding, assert_same, check_properties, spells_exactly, texts
+
+import dskd_align
 
 SETTINGS = settings(
     max_examples=40,

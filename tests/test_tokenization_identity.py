@@ -9,11 +9,12 @@ import random
 import warnings
 from functools import cache
 
-import dskd_align
 import pytest
 from families import CORPORA_DIR, REAL_DIR, core, python_tokenizer, real_names, require_real
 from support import byte_to_char
 from tokenizers import Tokenizer
+
+import dskd_align
 
 PER_CORPUS = 100
 

@@ -42,11 +42,7 @@ def align_texts_flat(
 
 def align_encoded(
     text: str,
-    teacher: tuple[
-        list[int], list[tuple[int, int]], list[bool], list[bytes | None] | None
-    ],
-    student: tuple[
-        list[int], list[tuple[int, int]], list[bool], list[bytes | None] | None
-    ],
+    teacher: tuple[list[int], list[tuple[int, int]], list[bool], list[bytes | None] | None],
+    student: tuple[list[int], list[tuple[int, int]], list[bool], list[bytes | None] | None],
 ) -> dict[str, npt.NDArray[np.int64] | npt.NDArray[np.bool_]]:
     """Aligns two encodings given as (ids, character offsets, special mask, token bytes or None)."""

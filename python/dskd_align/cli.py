@@ -39,12 +39,19 @@ def cmd_align(args: argparse.Namespace) -> int:
     t, s, tn, sn = _pair(args)
     al = Aligner(t, s, add_special_tokens=args.special_tokens)(text)
     if args.json:
-        print(json.dumps({"pairs": al.pairs.tolist(), "teacher_ids": al.teacher_ids.tolist(),
-                          "student_ids": al.student_ids.tolist(),
-                          "teacher_spans": al.teacher_spans.tolist(),
-                          "student_spans": al.student_spans.tolist(),
-                          "teacher_coverage": al.teacher_coverage,
-                          "student_coverage": al.student_coverage}))
+        print(
+            json.dumps(
+                {
+                    "pairs": al.pairs.tolist(),
+                    "teacher_ids": al.teacher_ids.tolist(),
+                    "student_ids": al.student_ids.tolist(),
+                    "teacher_spans": al.teacher_spans.tolist(),
+                    "student_spans": al.student_spans.tolist(),
+                    "teacher_coverage": al.teacher_coverage,
+                    "student_coverage": al.student_coverage,
+                }
+            )
+        )
         return 0
     print(f"teacher: {tn}\nstudent: {sn}\n")
     print(format_alignment(al))
@@ -62,7 +69,9 @@ def cmd_coverage(args: argparse.Namespace) -> int:
         texts = embedded.corpus()[: args.limit or None]
     if not texts:
         raise AlignmentError(f"no texts read from {args.corpus!r} (check --field)")
-    batch = Aligner(t, s, add_special_tokens=args.special_tokens).batch(texts, num_threads=args.threads)
+    batch = Aligner(t, s, add_special_tokens=args.special_tokens).batch(
+        texts, num_threads=args.threads
+    )
     summary = coverage_summary(batch)
     summary_out: dict[str, Any] = {"teacher": tn, "student": sn, **summary}
     if args.plot:
@@ -79,7 +88,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         from dskd_align.demo import run_demo
     except ImportError as e:  # torch is an optional extra
-        print(f"the demo needs the torch extra: pip install 'dskd-align[torch]' ({e})", file=sys.stderr)
+        print(
+            f"the demo needs the torch extra: pip install 'dskd-align[torch]' ({e})",
+            file=sys.stderr,
+        )
         return 2
     run_demo(steps=args.steps, teacher=args.teacher, student=args.student, seed=args.seed)
     return 0
@@ -113,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="distill a tiny teacher into a tiny student end to end (CPU)")
     d.add_argument("--teacher", help="teacher tokenizer (default: embedded)")
     d.add_argument("--student", help="student tokenizer (default: embedded)")
-    d.add_argument("--steps", type=int, default=30)
+    d.add_argument("--steps", type=int, default=60)
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_demo)
     return p

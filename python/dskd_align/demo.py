@@ -43,7 +43,9 @@ def _fast(tok: Any, bos: str | None, eos: str, pad: str) -> PreTrainedTokenizerF
         if fast.pad_token is None:
             fast.pad_token = fast.eos_token
         return fast
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad
+    )
 
 
 def _rows(seed: int, n: int = 400) -> list[dict[str, str]]:
@@ -75,7 +77,7 @@ def _eval_ce(student: Any, batches: list[Any], loss: DualSpaceKDLoss) -> float:
 
 
 def run_demo(
-    steps: int = 30,
+    steps: int = 60,
     teacher: str | None = None,
     student: str | None = None,
     seed: int = 0,
@@ -95,25 +97,43 @@ def run_demo(
     eval_batches = [collate(held_out[i : i + 16]) for i in range(0, len(held_out), 16)]
 
     t_model = GPT2LMHeadModel(
-        GPT2Config(vocab_size=len(t_tok), n_embd=96, n_layer=2, n_head=4, n_positions=256)
+        GPT2Config(
+            vocab_size=len(t_tok),
+            n_embd=96,
+            n_layer=2,
+            n_head=4,
+            n_positions=256,
+            bos_token_id=t_tok.eos_token_id,
+            eos_token_id=t_tok.eos_token_id,
+        )
     )
     s_init = LlamaForCausalLM(
         LlamaConfig(
-            vocab_size=len(s_tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+            vocab_size=len(s_tok),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=256,
         )
     )
     vmap = VocabMap(t_tok, s_tok, teacher_vocab_size=len(t_tok), student_vocab_size=len(s_tok))
     cov = sum(float(b["coverage"].mean()) for b in batches) / len(batches)
-    log(f"tokenizers: teacher {len(t_tok)} ids, student {len(s_tok)} ids, overlap |O| = "
-        f"{vmap.num_overlap}; mean response coverage (student side) {cov:.1%}")
+    log(
+        f"tokenizers: teacher {len(t_tok)} ids, student {len(s_tok)} ids, overlap |O| = "
+        f"{vmap.num_overlap}; mean response coverage (student side) {cov:.1%}"
+    )
 
     # 1. Teacher learns the corpus with cross-entropy (the teacher's own labels).
     opt = torch.optim.AdamW(t_model.parameters(), lr=3e-3)
     for step in range(2 * steps):
         b = batches[step % len(batches)]
-        out = t_model(input_ids=b["teacher_input_ids"], attention_mask=b["teacher_attention_mask"],
-                      labels=b["teacher_labels"])
+        out = t_model(
+            input_ids=b["teacher_input_ids"],
+            attention_mask=b["teacher_attention_mask"],
+            labels=b["teacher_labels"],
+        )
         opt.zero_grad()
         out.loss.backward()
         opt.step()
@@ -131,25 +151,33 @@ def run_demo(
             [{"params": s_model.parameters(), "lr": 3e-3}, projector_param_group(loss_fn)]
         )
         log(f"[{name}] held-out student CE before: {before:.3f}")
-        log(f"{'step':>5} {'loss':>7} {'ce_gold':>7} {'kd_stu':>7} {'ce_t2s':>7} {'kd_tea':>7} "
-            f"{'agree':>6} {'|A|':>5}")
+        log(
+            f"{'step':>5} {'loss':>7} {'ce_gold':>7} {'kd_stu':>7} {'ce_t2s':>7} {'kd_tea':>7} "
+            f"{'agree':>6} {'|A|':>5}"
+        )
         for step in range(steps):
             b = batches[step % len(batches)]
             with torch.no_grad():
                 h_t = _hidden(t_model, b["teacher_input_ids"], b["teacher_attention_mask"])
             h_s = _hidden(s_model, b["student_input_ids"], b["student_attention_mask"])
-            loss, m = loss_fn.forward_batch(b, h_s, h_t, s_model.lm_head.weight, t_model.lm_head.weight)
+            loss, m = loss_fn.forward_batch(
+                b, h_s, h_t, s_model.lm_head.weight, t_model.lm_head.weight
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()
             if step % 5 == 0 or step == steps - 1:
-                log(f"{step:>5} {float(m['loss']):7.3f} {float(m['ce_gold']):7.3f} "
+                log(
+                    f"{step:>5} {float(m['loss']):7.3f} {float(m['ce_gold']):7.3f} "
                     f"{float(m['kd_student_space']):7.3f} {float(m['ce_t2s']):7.3f} "
                     f"{float(m['kd_teacher_space']):7.3f} {float(m['agreement']):6.2f} "
-                    f"{int(m['n_aligned']):>5}")
+                    f"{int(m['n_aligned']):>5}"
+                )
         results[name] = (before, _eval_ce(s_model, eval_batches, loss_fn))
         log(f"[{name}] held-out student CE after {steps} steps: {results[name][1]:.3f}\n")
     d, c = results["dskd"][1], results["ce-only"][1]
-    log(f"held-out student CE: dskd {d:.3f} vs ce-only {c:.3f} ({'lower' if d < c else 'not lower'} "
-        "with dual-space KD at this scale)")
+    log(
+        f"held-out student CE: dskd {d:.3f} vs ce-only {c:.3f} "
+        f"({'lower' if d < c else 'not lower'} with dual-space KD at this scale)"
+    )
     return results

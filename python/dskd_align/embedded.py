@@ -24,7 +24,7 @@ __all__ = ["SAMPLE_TEXT", "corpus", "student_tokenizer", "teacher_tokenizer"]
 # alignment (the paper's walk) breaks and byte spans do not.
 SAMPLE_TEXT = (
     "Knowledge distillation trains a small student on a large teacher.\n"
-    "def greet(name):\n    return f\"Привет, {name}! 🙂\"\n"
+    'def greet(name):\n    return f"Привет, {name}! 🙂"\n'
     "日本語のテキストも naïve café 😀 works.\n"
 )
 

@@ -54,7 +54,9 @@ def read_corpus(path: Path, field: str | None = None, limit: int | None = None) 
         return None
 
     if path.suffix == ".jsonl":
-        items: Iterator[object] = (json.loads(line) for line in path.open(encoding="utf-8") if line.strip())
+        items: Iterator[object] = (
+            json.loads(line) for line in path.open(encoding="utf-8") if line.strip()
+        )
     elif path.suffix == ".json":
         items = iter(json.loads(path.read_text(encoding="utf-8")))
     else:

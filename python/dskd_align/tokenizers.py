@@ -15,8 +15,8 @@ settings are switched off); an alignment is always of the whole text.
 
 from __future__ import annotations
 
-import json
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,16 +160,29 @@ def tokenizer_json(tok: Any) -> str:
     )
 
 
+_CORE_CACHE: OrderedDict[int, tuple[str, CoreTokenizer]] = OrderedDict()
+_CORE_CACHE_SIZE = 8
+
+
 def load_core(tok: Any) -> CoreTokenizer:
-    """A :class:`CoreTokenizer` for anything with a tokenizer.json."""
+    """A :class:`CoreTokenizer` for anything with a tokenizer.json.
+
+    Loading a 150k-262k vocabulary takes ~0.5-2 s, so the last few are cached by the content of
+    their tokenizer.json (the same JSON always gives the same core; a tokenizer changed after
+    loading, e.g. with added tokens, has a different JSON and gets a new core)."""
     if isinstance(tok, CoreTokenizer):
         return tok
     text = tokenizer_json(tok)
-    try:
-        json.loads(text)
-    except ValueError as e:
-        raise AlignmentError(f"tokenizer.json is not valid JSON ({e})") from None
-    return CoreTokenizer(text)
+    key = hash(text)
+    hit = _CORE_CACHE.get(key)
+    if hit is not None and hit[0] == text:
+        _CORE_CACHE.move_to_end(key)
+        return hit[1]
+    core = CoreTokenizer(text)
+    _CORE_CACHE[key] = (text, core)
+    while len(_CORE_CACHE) > _CORE_CACHE_SIZE:
+        _CORE_CACHE.popitem(last=False)
+    return core
 
 
 def resolve(tok: Any) -> CoreTokenizer | PythonSide:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import dskd_align
 import numpy as np
 import pytest
 import torch
-from dskd_align.torch import DSKDBatch, DSKDCollator
 from torch.utils.data import DataLoader
+
+import dskd_align
+from dskd_align.torch import DSKDBatch, DSKDCollator
 
 ROWS = [
     {"prompt": "Write a haiku.", "response": "Leaves fall in the wind,\nred and gold 🙂 —"},

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from dskd_align.torch.divergences import (
     DIVERGENCES,
     adaptive_kl,

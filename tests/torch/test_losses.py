@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+
 from dskd_align.torch.divergences import forward_kl, get_divergence
 from dskd_align.torch.losses import DualSpaceKDLoss, dskd_terms, identity_alignment
 from dskd_align.torch.projector import projector_param_group
@@ -252,7 +253,7 @@ def test_chunked_path_never_saves_full_logits():
 def test_forward_batch_and_metrics():
     pr = _problem(seed=11)
     mod = _loss_module(pr, chunk_size=4)
-    batch = {"student_labels": pr.labels, "coverage": 0.75}
+    batch = {"student_labels": pr.labels, "coverage": torch.tensor([0.5, 1.0, 0.75])}
     batch.update(zip(("align_batch", "align_teacher_pos", "align_student_pos"), pr.al, strict=True))
     loss, m = mod.forward_batch(batch, pr.h_s, pr.h_t, pr.W_s, pr.W_t)
     loss2, _ = _run(mod, pr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from dskd_align.torch import DSKDCollator, OnPolicyBatcher
 
 ROWS = [

@@ -6,13 +6,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from torch import nn
+
 from dskd_align.torch.projector import (
     StudentToTeacherProjector,
     init_t2s_projector,
     projector_param_group,
     t2s_projector_from_lm_heads,
 )
-from torch import nn
 
 
 def _heads(d_t=6, v_t=40, d_s=5, v_s=30, n_o=20, seed=0):

@@ -9,8 +9,9 @@ import random
 import numpy as np
 import torch
 import transformers
-from dskd_align.torch import DSKDCollator, DualSpaceKDLoss, VocabMap, projector_param_group
 from torch.utils.data import DataLoader
+
+from dskd_align.torch import DSKDCollator, DualSpaceKDLoss, VocabMap, projector_param_group
 
 STEPS, BATCH, MAX_LEN = 20, 8, 96
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import dskd_align
 import pytest
 import torch
+from tokenizers import Tokenizer
+
+import dskd_align
 from dskd_align.torch import VocabMap, raw_string_overlap
 from dskd_align.torch.vocab import role_ids
-from tokenizers import Tokenizer
 
 
 def _check_invariants(m: VocabMap, teacher, student) -> None:

@@ -247,7 +247,8 @@ class DualSpaceKDLoss(nn.Module):
         ``student_hidden`` ``[B, L_s, d_s]`` and ``teacher_hidden`` ``[B, L_t, d_t]`` are last
         hidden states (any float dtype); heads ``[V, d]``; ``student_labels`` ``[B, L_s]``;
         ``align_*`` ``[A]`` int64 prediction positions from the collator (None: same vocabulary,
-        identity alignment over the student's label positions). Teacher inputs are detached.
+        identity alignment over the student's label positions); ``coverage`` ``[B]`` or a number
+        (reported as its mean). Teacher inputs are detached.
         """
         if align_batch is None or align_teacher_pos is None or align_student_pos is None:
             align_batch, align_teacher_pos, align_student_pos = identity_alignment(student_labels)
@@ -283,7 +284,8 @@ class DualSpaceKDLoss(nn.Module):
         }
         metrics["agreement"] = terms["n_agree"] / terms["n_valid"].clamp_min(1)
         if coverage is not None:
-            metrics["coverage"] = torch.as_tensor(coverage, dtype=torch.float32)
+            # The collator gives one coverage per row [B]; report the batch mean.
+            metrics["coverage"] = torch.as_tensor(coverage, dtype=torch.float32).mean()
         return loss, metrics
 
     def forward_batch(
