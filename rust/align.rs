@@ -28,35 +28,38 @@ pub struct AlignOut {
 
 /// Keys of the non-special tokens, with their token index.
 fn text_keys(text: &str, side: &Placed) -> Vec<(Span, usize)> {
-    // Sized up front: a filtered iterator would grow the vector by doubling (perf: benches/align.rs).
-    let mut out = Vec::with_capacity(side.spans.len());
+    // Branch-free fill of a vector sized up front (perf: benches/align.rs): the slot at `n` is
+    // written for every token and kept only for text tokens.
+    let mut out = vec![(Span::default(), 0usize); side.spans.len()];
+    let mut n = 0;
     for (i, (&span, &sp)) in side.spans.iter().zip(side.special).enumerate() {
-        if !sp {
-            out.push((canonical_key(text, span), i));
-        }
+        out[n] = (canonical_key(text, span), i);
+        n += usize::from(!sp);
     }
+    out.truncate(n);
     out
-}
-
-fn key_order(a: Span, b: Span) -> std::cmp::Ordering {
-    (a.start, a.end).cmp(&(b.start, b.end))
 }
 
 /// Rule 3: the linear merge over canonical keys. Returns positions in `tk` and `sk`.
 fn text_pairs(tk: &[(Span, usize)], sk: &[(Span, usize)]) -> Vec<(usize, usize)> {
-    // Branch-free steps (equal/less/greater are unpredictable on real text): the slot at `len` is
-    // written every step and kept only on a match; `len <= min(i, j)` keeps it inside `out`.
-    let (mut i, mut j, mut len) = (0, 0, 0);
-    let mut out = vec![(0, 0); tk.len().min(sk.len())];
+    // Keys compare as one u128 (start, end). The "equal" branch is taken for most tokens of
+    // real text, so a predicted branch lets the CPU run ahead of the key loads; a branch-free
+    // step measured slower (every step waits for the previous step's loads).
+    let pack = |k: Span| ((k.start as u128) << 64) | k.end as u128;
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::with_capacity(tk.len().min(sk.len()));
     while i < tk.len() && j < sk.len() {
-        let (a, b) = (tk[i].0, sk[j].0);
-        let ord = key_order(a, b);
-        out[len] = (i, j);
-        len += usize::from(ord.is_eq());
-        i += usize::from(ord.is_le());
-        j += usize::from(ord.is_ge());
+        let (a, b) = (pack(tk[i].0), pack(sk[j].0));
+        if a == b {
+            out.push((i, j));
+            i += 1;
+            j += 1;
+        } else if a < b {
+            i += 1;
+        } else {
+            j += 1;
+        }
     }
-    out.truncate(len);
     out
 }
 
@@ -128,66 +131,106 @@ fn chunks(
     nt: usize,
     ns: usize,
 ) -> (Vec<i64>, Vec<i64>) {
-    let mut tc = vec![-1i64; nt];
-    let mut sc = vec![-1i64; ns];
-    let cut = |k: &[(Span, usize)], i: usize| -> (usize, usize) {
-        let lo = if i == 0 { 0 } else { k[i - 1].0.end };
-        (lo, k.get(i).map_or(usize::MAX, |n| n.0.start))
+    let mut w = ChunkWalk {
+        tk,
+        sk,
+        tc: vec![-1i64; nt],
+        sc: vec![-1i64; ns],
+        i: 0,
+        j: 0,
+        chunk: 0,
     };
-    let meet = |a: (usize, usize), b: (usize, usize)| a.0.max(b.0) <= a.1.min(b.1);
-    let (n, m) = (tk.len(), sk.len());
-    let (mut i, mut j, mut p, mut chunk) = (0usize, 0usize, 0usize, 0i64);
-    while i < n || j < m {
-        while p < pairs.len() && pairs[p].0 < i {
-            p += 1;
+    // Pairs are chunks of their own and most tokens of real text are in pairs, so the walk goes
+    // pair to pair and only runs the general step on the (few) tokens between two pairs.
+    for &(pi, pj) in pairs {
+        while (w.i < pi || w.j < pj) && w.i <= pi && w.j <= pj {
+            w.step();
         }
-        if i < n && j < m && pairs.get(p) == Some(&(i, j)) {
-            tc[tk[i].1] = chunk;
-            sc[sk[j].1] = chunk;
-            i += 1;
-            j += 1;
-        } else if j < m && meet(cut(tk, i), cut(sk, j + 1)) {
-            sc[sk[j].1] = chunk;
-            j += 1;
+        if w.i == pi && w.j == pj {
+            w.tc[tk[pi].1] = w.chunk;
+            w.sc[sk[pj].1] = w.chunk;
+            w.chunk += 1;
+            w.i += 1;
+            w.j += 1;
+        }
+    }
+    while w.i < tk.len() || w.j < sk.len() {
+        w.step();
+    }
+    (w.tc, w.sc)
+}
+
+/// State of the chunk walk over the text keys of both sides.
+struct ChunkWalk<'a> {
+    tk: &'a [(Span, usize)],
+    sk: &'a [(Span, usize)],
+    tc: Vec<i64>,
+    sc: Vec<i64>,
+    i: usize,
+    j: usize,
+    chunk: i64,
+}
+
+/// The cut before key `i`: from the previous key's end (0 at the start) to key `i`'s start
+/// (open-ended after the last key).
+fn cut(k: &[(Span, usize)], i: usize) -> (usize, usize) {
+    let lo = if i == 0 { 0 } else { k[i - 1].0.end };
+    (lo, k.get(i).map_or(usize::MAX, |n| n.0.start))
+}
+
+fn meet(a: (usize, usize), b: (usize, usize)) -> bool {
+    a.0.max(b.0) <= a.1.min(b.1)
+}
+
+impl ChunkWalk<'_> {
+    /// One chunk that is not an exact pair, starting at (i, j).
+    fn step(&mut self) {
+        let (tk, sk) = (self.tk, self.sk);
+        let (n, m) = (tk.len(), sk.len());
+        let (i, j, chunk) = (self.i, self.j, self.chunk);
+        if j < m && meet(cut(tk, i), cut(sk, j + 1)) {
+            // Student token j lies in the teacher's cut: a chunk without teacher tokens.
+            self.sc[sk[j].1] = chunk;
+            self.j += 1;
         } else if i < n && meet(cut(tk, i + 1), cut(sk, j)) {
-            tc[tk[i].1] = chunk;
-            i += 1;
+            self.tc[tk[i].1] = chunk;
+            self.i += 1;
         } else if i < n && j < m {
-            // The chunk holds a token of each side and grows until the cuts meet. (Both sides
-            // always have a token here: a side at its end has an open-ended cut, which meets
-            // the other side's next cut, handled above.)
-            tc[tk[i].1] = chunk;
-            sc[sk[j].1] = chunk;
-            i += 1;
-            j += 1;
+            // A token of each side, then grow until the cuts meet. (A side at its end has an
+            // open-ended cut, which meets the other side's next cut, handled above.)
+            self.tc[tk[i].1] = chunk;
+            self.sc[sk[j].1] = chunk;
+            let (mut i, mut j) = (i + 1, j + 1);
             loop {
                 let (a, b) = (cut(tk, i), cut(sk, j));
                 if meet(a, b) {
                     break;
                 }
                 if a.1 < b.0 && i < n {
-                    tc[tk[i].1] = chunk;
+                    self.tc[tk[i].1] = chunk;
                     i += 1;
                 } else if j < m {
-                    sc[sk[j].1] = chunk;
+                    self.sc[sk[j].1] = chunk;
                     j += 1;
                 } else {
                     break;
                 }
             }
+            self.i = i;
+            self.j = j;
         } else {
             // Unreachable (see above); still keep every text token in a chunk.
             for &(_, t) in &tk[i.min(n)..] {
-                tc[t] = chunk;
+                self.tc[t] = chunk;
             }
             for &(_, s) in &sk[j.min(m)..] {
-                sc[s] = chunk;
+                self.sc[s] = chunk;
             }
-            break;
+            self.i = n;
+            self.j = m;
         }
-        chunk += 1;
+        self.chunk += 1;
     }
-    (tc, sc)
 }
 
 /// Aligns two placed token sequences of the same text.
@@ -198,8 +241,17 @@ pub fn align(text: &str, teacher: &Placed, student: &Placed) -> AlignOut {
     let n_text_pairs = tp.len();
     let (teacher_chunks, student_chunks) =
         chunks(&tk, &sk, &tp, teacher.spans.len(), student.spans.len());
-    let tp = tp.iter().map(|&(i, j)| (tk[i].1, sk[j].1)).collect();
-    let pairs = merge_pairs(tp, special_pairs(teacher, student));
+    // Key positions are token indices unless a side has special tokens.
+    let (t_plain, s_plain) = (
+        tk.len() == teacher.spans.len(),
+        sk.len() == student.spans.len(),
+    );
+    let pairs = if t_plain && s_plain {
+        tp
+    } else {
+        let tp = tp.iter().map(|&(i, j)| (tk[i].1, sk[j].1)).collect();
+        merge_pairs(tp, special_pairs(teacher, student))
+    };
     AlignOut {
         pairs,
         teacher_chunks,

@@ -1,6 +1,6 @@
 //! Tokenizing inside the core with the HF `tokenizers` crate, fed the tokenizer's own JSON.
 //!
-//! Why: reading ids and offsets out of Python `Encoding` objects into numpy costs about a third of
+//! Why: reading ids and offsets out of Python `Encoding` objects into numpy costs 15-25 % of
 //! `encode_batch` itself (BENCHMARKS.md), which alone would break the 1.10x budget of aligning
 //! against tokenizing. Tokenizing here skips the Python objects entirely, and the same crate on
 //! the same JSON gives the same ids and offsets as the Python tokenizer (tests check it on every
@@ -30,8 +30,9 @@ pub struct CoreTokenizer {
 
 impl CoreTokenizer {
     pub fn from_json(json: &str) -> Result<CoreTokenizer> {
-        let value: serde_json::Value = serde_json::from_str(json)
-            .map_err(|e| AlignError::Tokenizer(format!("not a tokenizer.json: not valid JSON ({e})")))?;
+        let value: serde_json::Value = serde_json::from_str(json).map_err(|e| {
+            AlignError::Tokenizer(format!("not a tokenizer.json: not valid JSON ({e})"))
+        })?;
         let mut tok = Tokenizer::from_str(json).map_err(|e| {
             AlignError::Tokenizer(format!(
                 "the `tokenizers` crate could not load this tokenizer.json ({e}); is it from a \
