@@ -142,12 +142,26 @@ fn locate(t: &[u8], s: usize, be: usize, b: &[u8]) -> Span {
     Span::new(s, be.max(s))
 }
 
-/// ASCII and not White_Space: a byte that is a whole character and never trimmed.
-static PLAIN: [bool; 256] = {
-    let mut t = [false; 256];
+/// Bytes that cannot start a White_Space character (ASCII 9-13 and 32; U+0085/U+00A0 start
+/// with 0xC2, U+1680 with 0xE1, U+2000-U+205F with 0xE2, U+3000 with 0xE3).
+static NOT_WS_FIRST: [bool; 256] = {
+    let mut t = [true; 256];
     let mut b = 0;
-    while b < 0x80 {
-        t[b] = !is_ascii_white_space(b as u8);
+    while b < 256 {
+        t[b] = !(is_ascii_white_space(b as u8) || matches!(b, 0xC2 | 0xE1 | 0xE2 | 0xE3));
+        b += 1;
+    }
+    t
+};
+
+/// Bytes that cannot end a White_Space character (the last bytes of the characters above:
+/// 0x80-0x8A (0x85 among them), 0xA0, 0xA8, 0xA9, 0xAF, 0x9F, and ASCII whitespace).
+static NOT_WS_LAST: [bool; 256] = {
+    let mut t = [true; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = !(is_ascii_white_space(b as u8)
+            || matches!(b, 0x80..=0x8A | 0x9F | 0xA0 | 0xA8 | 0xA9 | 0xAF));
         b += 1;
     }
     t
@@ -165,15 +179,17 @@ const fn is_ascii_white_space(b: u8) -> bool {
 #[inline]
 pub fn canonical_key(text: &str, span: Span) -> Span {
     let t = text.as_bytes();
-    // Fastest path (most tokens of real text): ASCII non-whitespace at the end, and at the start
-    // either that or one ASCII space before it (`Ġword`, `▁word`). Evaluated without branches on
-    // the bytes: whether a token starts with a space is a coin flip a predictor cannot learn.
+    // Fastest path (most tokens of any script): the last byte cannot end a whitespace character,
+    // and the first byte cannot start one, or is one ASCII space followed by such a byte
+    // (`Ġword`, `▁word`). Evaluated without branches on the bytes: whether a token starts with a
+    // space is a coin flip a predictor cannot learn.
     if span.start < span.end && span.end <= t.len() {
-        let plain = |b: u8| PLAIN[b as usize];
         let first = t[span.start];
         let second = t[(span.start + 1).min(span.end - 1)];
         let space = first == b' ';
-        if plain(t[span.end - 1]) & (plain(first) | (space & plain(second))) {
+        if NOT_WS_LAST[t[span.end - 1] as usize]
+            & (NOT_WS_FIRST[first as usize] | (space & NOT_WS_FIRST[second as usize]))
+        {
             return Span::new(span.start + usize::from(space), span.end);
         }
     }
@@ -287,7 +303,10 @@ mod tests {
 
     #[test]
     fn ascii_fast_path_equals_char_by_char_trim() {
-        let text = " \t\u{3000} a\u{1c}\u{85}é \n\u{a0}\u{b}x\u{2028}🙂 \u{0}\r";
+        // Every White_Space character, plus non-whitespace characters sharing their lead or
+        // last bytes (U+200B and U+2060 start with 0xE2, `р` and `Ā` end in 0x80).
+        let text = " \t\u{3000} a\u{1c}\u{85}é \n\u{a0}\u{b}x\u{2028}🙂 \u{0}\r\u{1680}р\u{2000}\
+                    \u{2005}\u{200a}\u{200b}Ā\u{2029}\u{202f}\u{205f}\u{2060}\u{c}";
         for s in 0..=text.len() {
             for e in s..=text.len() {
                 let span = Span::new(s, e);
