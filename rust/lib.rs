@@ -61,8 +61,7 @@ pub struct RowOut {
     pub align: AlignOut,
 }
 
-/// Places one encoding on the text. `table` gives token bytes by id; `extra` overrides it per
-/// token position (used when Python hands in bytes for a tokenizer the core has no table for).
+/// Places one encoding on the text; `table` gives token bytes by id (`None`: character ranges).
 pub fn place(text: &str, enc: Encoded, table: Option<&TokenTable>) -> SideOut {
     let spans = span::place_tokens(text, &enc.offsets, &enc.special, |i| {
         table.and_then(|t| t.bytes(enc.ids[i]))

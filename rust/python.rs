@@ -3,9 +3,9 @@
 
 use crate::batch::{align_texts, BatchOut, SideFlat};
 use crate::error::AlignError;
-use crate::span::{char_to_byte, validate_offsets};
-use crate::tokenize::{CoreTokenizer as RustTokenizer, Encoded};
-use crate::{align_placed, place, SideOut};
+use crate::span::{char_to_byte, place_tokens, validate_offsets};
+use crate::tokenize::CoreTokenizer as RustTokenizer;
+use crate::{align_placed, SideOut};
 use numpy::IntoPyArray;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -183,18 +183,15 @@ fn place_side(side: &'static str, text: &str, c2b: &[usize], s: SideIn) -> PyRes
         })?);
     }
     let byte_offs: Vec<(usize, usize)> = offs.iter().map(|&(a, b)| (c2b[a], c2b[b])).collect();
-    let enc = Encoded {
+    // Token bytes come per position from Python (no table for this tokenizer), or not at all.
+    let spans = place_tokens(text, &byte_offs, &special, |i| {
+        bytes.as_ref().and_then(|b| b[i].as_deref())
+    });
+    Ok(SideOut {
         ids: u32ids,
-        offsets: byte_offs,
+        spans,
         special,
-    };
-    let mut placed = place(text, enc.clone(), None);
-    if let Some(b) = bytes {
-        let spans =
-            crate::span::place_tokens(text, &enc.offsets, &enc.special, |i| b[i].as_deref());
-        placed.spans = spans;
-    }
-    Ok(placed)
+    })
 }
 
 /// Aligns two encodings given as (ids, character offsets, special mask, token bytes or None).

@@ -15,7 +15,7 @@ import numpy as np
 
 from dskd_align._core import AlignmentError, CoreTokenizer, align_encoded, align_texts_flat
 from dskd_align.alignment import Alignment, BatchAlignment
-from dskd_align.tokenizers import Encoded, PythonSide, resolve
+from dskd_align.tokenizers import Encoded, PythonSide, char_offsets, resolve
 
 __all__ = ["Aligner", "align", "align_encodings"]
 
@@ -63,18 +63,8 @@ class Aligner:
         if isinstance(side, PythonSide):
             return side.encode(text, self.add_special_tokens)
         ids, byte_offsets, special = side.encode(text, self.add_special_tokens)
-        b2c = _byte_to_char_index(text)
-        offsets = [(b2c[a], b2c[b]) for a, b in byte_offsets]
+        offsets = char_offsets(text, byte_offsets)
         return Encoded(ids, offsets, special, [side.token_bytes(i) for i in ids])
-
-
-def _byte_to_char_index(text: str) -> dict[int, int]:
-    out, b = {}, 0
-    for c, ch in enumerate(text):
-        out[b] = c
-        b += len(ch.encode("utf-8"))
-    out[b] = len(text)
-    return out
 
 
 _CACHE: OrderedDict[tuple[int, int, bool], tuple[Any, Any, Aligner]] = OrderedDict()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import numpy as np
 
 from dskd_align._core import AlignmentError, CoreTokenizer
 
-__all__ = ["Encoded", "PythonSide", "load_core", "resolve", "tokenizer_json"]
+__all__ = ["Encoded", "PythonSide", "char_offsets", "load_core", "resolve", "tokenizer_json"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def _byte_to_char(text: str) -> np.ndarray:
     return table
 
 
-def _char_offsets(text: str, byte_offsets: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def char_offsets(text: str, byte_offsets: Iterable[Sequence[int]]) -> list[tuple[int, int]]:
     """Byte ranges to the character ranges that contain them (HF's convention)."""
     b2c = _byte_to_char(text)
     out = []
@@ -82,7 +82,7 @@ def _tiktoken_side(enc: Any) -> PythonSide:
         for b in tb:
             byte_offsets.append((pos, pos + len(b)))
             pos += len(b)
-        return Encoded(ids, _char_offsets(text, byte_offsets), [False] * len(ids), tb)
+        return Encoded(ids, char_offsets(text, byte_offsets), [False] * len(ids), tb)
 
     return PythonSide(f"tiktoken:{enc.name}", encode)
 
@@ -121,7 +121,7 @@ def _sentencepiece_side(sp: Any) -> PythonSide:
             k = max(r, k + 1)
         tb = [piece_bytes(i, sp.IdToPiece(i)) for i in ids]
         special = [bool(sp.IsControl(i)) for i in ids]
-        offsets = _char_offsets(text, offs)
+        offsets = char_offsets(text, offs)
         if add_special_tokens and sp.bos_id() >= 0:
             ids, offsets = [sp.bos_id(), *ids], [(0, 0), *offsets]
             special, tb = [True, *special], [None, *tb]

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from dskd_align import CoreTokenizer, align_encodings, load_core
+from dskd_align.tokenizers import char_offsets
 from dskd_align.torch.collate import DSKDCollator, assemble
 from dskd_align.torch.data import DSKDBatch, Messages
 
@@ -70,18 +71,6 @@ class DecodedResponse:
     spans: np.ndarray
     has_eos: bool
     cut_invalid: bool
-
-
-def _char_offsets(text: str, spans: np.ndarray) -> list[tuple[int, int]]:
-    """Byte spans to the character ranges containing them (HF's offset convention)."""
-    raw = text.encode("utf-8")
-    starts = np.frombuffer(raw, dtype=np.uint8) & 0xC0 != 0x80
-    b2c = np.append(np.cumsum(starts) - 1, len(text)).astype(np.int64)
-    out = []
-    for s, e in spans.tolist():
-        cs = int(b2c[s]) if s < len(raw) else len(text)
-        out.append((cs, int(b2c[e - 1]) + 1 if e > s else cs))
-    return out
 
 
 @dataclass
@@ -224,7 +213,7 @@ class OnPolicyBatcher:
         t_ids = np.asarray(t_enc["input_ids"], np.int64)
         s_enc = {
             "ids": d.ids.tolist(),
-            "offsets": _char_offsets(d.text, d.spans),
+            "offsets": char_offsets(d.text, d.spans.tolist()),
             "special_tokens_mask": [0] * len(d.ids),
         }
         core = self.student_core
