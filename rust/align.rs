@@ -26,38 +26,105 @@ pub struct AlignOut {
     pub student_aligned: usize,
 }
 
-/// Keys of the non-special tokens, with their token index.
-fn text_keys(text: &str, side: &Placed) -> Vec<(Span, usize)> {
-    // Branch-free fill of a vector sized up front (perf: benches/align.rs): the slot at `n` is
-    // written for every token and kept only for text tokens.
-    let mut out = vec![(Span::default(), 0usize); side.spans.len()];
-    let mut n = 0;
-    for (i, (&span, &sp)) in side.spans.iter().zip(side.special).enumerate() {
-        out[n] = (canonical_key(text, span), i);
-        n += usize::from(!sp);
-    }
-    out.truncate(n);
-    out
+/// A canonical key packed as `start << 32 | end`: keys of one side compare as integers in text
+/// order, and the walk reads a cut (one key's end, the next key's start) from two words.
+type Key = u64;
+
+#[inline(always)]
+fn pack(s: Span) -> Key {
+    ((s.start() as u64) << 32) | s.end() as u64
 }
 
-/// Rule 3: the linear merge over canonical keys. Returns positions in `tk` and `sk`.
-fn text_pairs(tk: &[(Span, usize)], sk: &[(Span, usize)]) -> Vec<(usize, usize)> {
-    // Keys compare as one u128 (start, end). The "equal" branch is taken for most tokens of
-    // real text, so a predicted branch lets the CPU run ahead of the key loads; a branch-free
-    // step measured slower (every step waits for the previous step's loads).
-    let pack = |k: Span| ((k.start as u128) << 64) | k.end as u128;
+#[inline(always)]
+fn key_start(k: Key) -> u64 {
+    k >> 32
+}
+
+#[inline(always)]
+fn key_end(k: Key) -> u64 {
+    k & 0xFFFF_FFFF
+}
+
+/// End markers around each side's keys, so the walk reads cuts without bounds checks: `LOW` ends
+/// at 0 (the cut before the first token starts at the text's start); `high` starts at `u32::MAX`,
+/// past any text (`span::MAX_TEXT_BYTES`), so the cut after the last token is open-ended;
+/// `TOP` after it makes the cut after `high` start past the text, meeting no real cut. The two
+/// sides' `high` differ in their end, so they never compare equal to each other.
+const LOW: Key = 0;
+const TOP: Key = Key::MAX;
+const TEACHER_HIGH: Key = Key::MAX;
+const STUDENT_HIGH: Key = Key::MAX - 1;
+
+/// Canonical keys of one side's text (non-special) tokens: `keys[k + 1]` is text token `k`'s key,
+/// between the end markers.
+struct Keys {
+    keys: Vec<Key>,
+    /// Token index of each text token; `None` when the side has no special tokens.
+    index: Option<Vec<usize>>,
+    /// No key occurs twice. Only empty keys can repeat (non-empty keys of one side never overlap),
+    /// e.g. two zero-width tokens at one offset.
+    unique: bool,
+}
+
+impl Keys {
+    /// Number of text tokens.
+    fn len(&self) -> usize {
+        self.keys.len() - 3
+    }
+
+    /// The text tokens' keys, without the end markers.
+    fn inner(&self) -> &[Key] {
+        &self.keys[1..self.keys.len() - 2]
+    }
+}
+
+fn text_keys(text: &str, side: &Placed, high: Key) -> Keys {
+    let n = side.spans.len();
+    let mut keys = Vec::with_capacity(n + 3);
+    keys.push(LOW);
+    let index = if side.special.iter().any(|&s| s) {
+        // Branch-free fill: slot `k` is written for every token, kept only for text tokens.
+        keys.resize(n + 1, LOW);
+        let mut index = vec![0usize; n];
+        let mut k = 0;
+        for (i, (&span, &sp)) in side.spans.iter().zip(side.special).enumerate() {
+            keys[k + 1] = pack(canonical_key(text, span));
+            index[k] = i;
+            k += usize::from(!sp);
+        }
+        keys.truncate(k + 1);
+        index.truncate(k);
+        Some(index)
+    } else {
+        keys.extend(side.spans.iter().map(|&s| pack(canonical_key(text, s))));
+        None
+    };
+    // Keys are non-decreasing, so a repeat sits next to its twin.
+    let unique = keys[1..].windows(2).all(|w| w[0] != w[1]);
+    keys.push(high);
+    keys.push(TOP);
+    Keys {
+        keys,
+        index,
+        unique,
+    }
+}
+
+/// Rule 3: the linear merge over canonical keys. Returns positions in `tk` and `sk`. Only needed
+/// when a key repeats (ties pair first with first); otherwise pairs are exactly the positions of
+/// equal keys and the chunk walk finds them (see [`walk`]).
+fn text_pairs(tk: &[Key], sk: &[Key]) -> Vec<(usize, usize)> {
     let (mut i, mut j) = (0, 0);
-    let mut out = Vec::with_capacity(tk.len().min(sk.len()));
+    let mut out = Vec::new();
     while i < tk.len() && j < sk.len() {
-        let (a, b) = (pack(tk[i].0), pack(sk[j].0));
-        if a == b {
-            out.push((i, j));
-            i += 1;
-            j += 1;
-        } else if a < b {
-            i += 1;
-        } else {
-            j += 1;
+        match tk[i].cmp(&sk[j]) {
+            std::cmp::Ordering::Equal => {
+                out.push((i, j));
+                i += 1;
+                j += 1;
+            }
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
         }
     }
     out
@@ -68,7 +135,7 @@ fn special_pairs(t: &Placed, s: &Placed) -> Vec<(usize, usize)> {
     let list = |p: &Placed| -> Vec<(usize, usize)> {
         (0..p.spans.len())
             .filter(|&i| p.special[i])
-            .map(|i| (p.spans[i].start, i))
+            .map(|i| (p.spans[i].start(), i))
             .collect()
     };
     let (ts, ss) = (list(t), list(s));
@@ -123,133 +190,115 @@ fn merge_pairs(text: Vec<(usize, usize)>, special: Vec<(usize, usize)>) -> Vec<(
 /// chunk); a token whose key lies wholly in the other side's cut (a dummy-prefix `▁`, a lone space
 /// token, text the other side dropped) is a chunk with no tokens on the other side; otherwise the
 /// chunk takes one token of each side and grows on the side whose next cut lies wholly before the
-/// other side's, until the two meet. `pairs` are the text pairs as positions in `tk`/`sk`.
-fn chunks(
-    tk: &[(Span, usize)],
-    sk: &[(Span, usize)],
-    pairs: &[(usize, usize)],
-    nt: usize,
-    ns: usize,
-) -> (Vec<i64>, Vec<i64>) {
-    let mut w = ChunkWalk {
-        tk,
-        sk,
-        tc: vec![-1i64; nt],
-        sc: vec![-1i64; ns],
-        i: 0,
-        j: 0,
-        chunk: 0,
-    };
-    // Pairs are chunks of their own and most tokens of real text are in pairs, so the walk goes
-    // pair to pair and only runs the general step on the (few) tokens between two pairs.
-    for &(pi, pj) in pairs {
-        while (w.i < pi || w.j < pj) && w.i <= pi && w.j <= pj {
-            w.step();
+/// other side's, until the two meet.
+///
+/// `tk`/`sk` are keys with end markers ([`Keys`]); `is_pair(i, j)` says whether the chunk start
+/// `(i, j)` (text-token positions) is an exact pair, for `i <= n`, `j <= m`. Returns chunk ids
+/// per position and the pairs the walk met. When no key repeats on either side, the walk meets
+/// every pair of equal keys (a pair's cuts both hold its key's start, and no step can pass one
+/// side over it while the other side is short of it), so `is_pair` can be key equality and pairs
+/// come out of the same single pass: the fast path of [`align`].
+fn walk(
+    tk: &[Key],
+    sk: &[Key],
+    mut is_pair: impl FnMut(usize, usize) -> bool,
+) -> (Vec<i64>, Vec<i64>, Vec<(usize, usize)>) {
+    let (n, m) = (tk.len() - 3, sk.len() - 3);
+    // One spare slot per side: the growing step below writes before it knows which side moves.
+    let (mut tc, mut sc) = (vec![0i64; n + 1], vec![0i64; m + 1]);
+    let mut pairs = Vec::with_capacity(n.min(m));
+    let (mut i, mut j, mut chunk) = (0, 0, 0i64);
+    loop {
+        // Runs of exact pairs are most of real text: one predicted branch per pair.
+        while is_pair(i, j) {
+            tc[i] = chunk;
+            sc[j] = chunk;
+            pairs.push((i, j));
+            (i, j, chunk) = (i + 1, j + 1, chunk + 1);
         }
-        if w.i == pi && w.j == pj {
-            w.tc[tk[pi].1] = w.chunk;
-            w.sc[sk[pj].1] = w.chunk;
-            w.chunk += 1;
-            w.i += 1;
-            w.j += 1;
+        if i == n && j == m {
+            break;
         }
-    }
-    while w.i < tk.len() || w.j < sk.len() {
-        w.step();
-    }
-    (w.tc, w.sc)
-}
-
-/// State of the chunk walk over the text keys of both sides.
-struct ChunkWalk<'a> {
-    tk: &'a [(Span, usize)],
-    sk: &'a [(Span, usize)],
-    tc: Vec<i64>,
-    sc: Vec<i64>,
-    i: usize,
-    j: usize,
-    chunk: i64,
-}
-
-/// The cut before key `i`: from the previous key's end (0 at the start) to key `i`'s start
-/// (open-ended after the last key).
-fn cut(k: &[(Span, usize)], i: usize) -> (usize, usize) {
-    let lo = if i == 0 { 0 } else { k[i - 1].0.end };
-    (lo, k.get(i).map_or(usize::MAX, |n| n.0.start))
-}
-
-fn meet(a: (usize, usize), b: (usize, usize)) -> bool {
-    a.0.max(b.0) <= a.1.min(b.1)
-}
-
-impl ChunkWalk<'_> {
-    /// One chunk that is not an exact pair, starting at (i, j).
-    fn step(&mut self) {
-        let (tk, sk) = (self.tk, self.sk);
-        let (n, m) = (tk.len(), sk.len());
-        let (i, j, chunk) = (self.i, self.j, self.chunk);
-        if j < m && meet(cut(tk, i), cut(sk, j + 1)) {
-            // Student token j lies in the teacher's cut: a chunk without teacher tokens.
-            self.sc[sk[j].1] = chunk;
-            self.j += 1;
-        } else if i < n && meet(cut(tk, i + 1), cut(sk, j)) {
-            self.tc[tk[i].1] = chunk;
-            self.i += 1;
-        } else if i < n && j < m {
-            // A token of each side, then grow until the cuts meet. (A side at its end has an
-            // open-ended cut, which meets the other side's next cut, handled above.)
-            self.tc[tk[i].1] = chunk;
-            self.sc[sk[j].1] = chunk;
-            let (mut i, mut j) = (i + 1, j + 1);
+        if meet(cut(tk, i), cut(sk, j + 1)) {
+            // Student token j lies in the teacher's cut: a chunk without teacher tokens. (At
+            // j == m the cut after the end marker starts past the text and meets nothing.)
+            sc[j] = chunk;
+            j += 1;
+        } else if meet(cut(tk, i + 1), cut(sk, j)) {
+            tc[i] = chunk;
+            i += 1;
+        } else {
+            // A token of each side, then grow until the cuts meet. Each step writes the chunk to
+            // both current tokens and moves one side (the one whose cut lies wholly before the
+            // other's), without a branch: which side moves is data, and a token not moved now is
+            // written again when it is. A side at its end has an open-ended cut, which never lies
+            // before the other's, so neither index passes its end.
+            tc[i] = chunk;
+            sc[j] = chunk;
+            (i, j) = (i + 1, j + 1);
             loop {
                 let (a, b) = (cut(tk, i), cut(sk, j));
                 if meet(a, b) {
                     break;
                 }
-                if a.1 < b.0 && i < n {
-                    self.tc[tk[i].1] = chunk;
-                    i += 1;
-                } else if j < m {
-                    self.sc[sk[j].1] = chunk;
-                    j += 1;
-                } else {
-                    break;
-                }
+                tc[i] = chunk;
+                sc[j] = chunk;
+                let teacher_moves = usize::from(a.1 < b.0);
+                i += teacher_moves;
+                j += 1 - teacher_moves;
             }
-            self.i = i;
-            self.j = j;
-        } else {
-            // Unreachable (see above); still keep every text token in a chunk.
-            for &(_, t) in &tk[i.min(n)..] {
-                self.tc[t] = chunk;
-            }
-            for &(_, s) in &sk[j.min(m)..] {
-                self.sc[s] = chunk;
-            }
-            self.i = n;
-            self.j = m;
         }
-        self.chunk += 1;
+        chunk += 1;
     }
+    tc.truncate(n);
+    sc.truncate(m);
+    (tc, sc, pairs)
 }
 
-/// Aligns two placed token sequences of the same text.
+/// The cut before text token `i`: from the previous key's end to token `i`'s key start
+/// (`keys[i]` and `keys[i + 1]`, see [`Keys`]).
+#[inline(always)]
+fn cut(keys: &[Key], i: usize) -> (u64, u64) {
+    (key_end(keys[i]), key_start(keys[i + 1]))
+}
+
+#[inline(always)]
+fn meet(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0.max(b.0) <= a.1.min(b.1)
+}
+
+/// Aligns two placed token sequences of the same text (at most `span::MAX_TEXT_BYTES`).
 pub fn align(text: &str, teacher: &Placed, student: &Placed) -> AlignOut {
-    let tk = text_keys(text, teacher);
-    let sk = text_keys(text, student);
-    let tp = text_pairs(&tk, &sk);
+    let tk = text_keys(text, teacher, TEACHER_HIGH);
+    let sk = text_keys(text, student, STUDENT_HIGH);
+    let (tkeys, skeys) = (&tk.keys, &sk.keys);
+    let (tc, sc, tp) = if tk.unique && sk.unique {
+        walk(tkeys, skeys, |i, j| tkeys[i + 1] == skeys[j + 1])
+    } else {
+        let tp = text_pairs(tk.inner(), sk.inner());
+        let mut next = 0;
+        let (tc, sc, _) = walk(tkeys, skeys, |i, j| {
+            // Pairs increase on both sides: one passed on either side is never met again.
+            while next < tp.len() && (tp[next].0 < i || tp[next].1 < j) {
+                next += 1;
+            }
+            tp.get(next) == Some(&(i, j))
+        });
+        (tc, sc, tp)
+    };
     let n_text_pairs = tp.len();
-    let (teacher_chunks, student_chunks) =
-        chunks(&tk, &sk, &tp, teacher.spans.len(), student.spans.len());
-    // Key positions are token indices unless a side has special tokens.
-    let (t_plain, s_plain) = (
-        tk.len() == teacher.spans.len(),
-        sk.len() == student.spans.len(),
+    let (teacher_chunks, student_chunks) = (
+        spread(tc, tk.index.as_deref(), teacher.spans.len()),
+        spread(sc, sk.index.as_deref(), student.spans.len()),
     );
-    let pairs = if t_plain && s_plain {
+    let pairs = if tk.index.is_none() && sk.index.is_none() {
         tp
     } else {
-        let tp = tp.iter().map(|&(i, j)| (tk[i].1, sk[j].1)).collect();
+        let at = |index: &Option<Vec<usize>>, k: usize| index.as_ref().map_or(k, |x| x[k]);
+        let tp = tp
+            .iter()
+            .map(|&(i, j)| (at(&tk.index, i), at(&sk.index, j)))
+            .collect();
         merge_pairs(tp, special_pairs(teacher, student))
     };
     AlignOut {
@@ -261,6 +310,16 @@ pub fn align(text: &str, teacher: &Placed, student: &Placed) -> AlignOut {
         teacher_aligned: n_text_pairs,
         student_aligned: n_text_pairs,
     }
+}
+
+/// Chunk ids by text-token position to chunk ids by token (-1 for special tokens).
+fn spread(chunks: Vec<i64>, index: Option<&[usize]>, n: usize) -> Vec<i64> {
+    let Some(index) = index else { return chunks };
+    let mut out = vec![-1i64; n];
+    for (&c, &t) in chunks.iter().zip(index) {
+        out[t] = c;
+    }
+    out
 }
 
 /// Rule 6: aligned text tokens over text tokens; 1.0 for a side without text tokens (nothing is

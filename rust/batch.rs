@@ -8,6 +8,7 @@
 //! identical for any thread count. No global pool (fork safety, see lib.rs).
 
 use crate::error::{AlignError, Result};
+use crate::span::check_text_len;
 use crate::tokenize::CoreTokenizer;
 use crate::{align_placed, place, RowOut, SideOut};
 
@@ -34,8 +35,8 @@ impl SideFlat {
     fn push(&mut self, side: &SideOut, chunks: &[i64], text_tokens: usize, aligned: usize) {
         self.ids.extend(side.ids.iter().map(|&i| i as i64));
         for s in &side.spans {
-            self.spans.push(s.start as i64);
-            self.spans.push(s.end as i64);
+            self.spans.push(s.start() as i64);
+            self.spans.push(s.end() as i64);
         }
         self.special.extend_from_slice(&side.special);
         self.chunks.extend_from_slice(chunks);
@@ -118,6 +119,7 @@ pub fn align_text(
     text: &str,
     add_special_tokens: bool,
 ) -> Result<RowOut> {
+    check_text_len(text.len())?;
     let te = teacher.encode(text, add_special_tokens)?;
     let se = student.encode(text, add_special_tokens)?;
     let t = place(text, te, Some(&teacher.table));

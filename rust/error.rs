@@ -25,6 +25,8 @@ pub enum AlignError {
     DecreasingOffsets { side: &'static str, index: usize },
     /// A tokenizer definition (tokenizer.json) could not be used.
     Tokenizer(String),
+    /// A text longer than the core's spans can address (`span::MAX_TEXT_BYTES`).
+    TextTooLong { len: usize },
     /// An argument outside its domain (e.g. `num_threads == 0`).
     InvalidArgument(String),
 }
@@ -60,6 +62,12 @@ impl fmt::Display for AlignError {
                  non-decreasing along the sequence (was the encoding truncated with overflow, \
                  padded, or concatenated from several texts?)",
                 index - 1
+            ),
+            AlignError::TextTooLong { len } => write!(
+                f,
+                "text of {len} bytes is longer than the {} bytes one alignment can cover; split \
+                 it (per document or paragraph) and align the pieces",
+                crate::span::MAX_TEXT_BYTES
             ),
             AlignError::Tokenizer(msg) => write!(f, "tokenizer: {msg}"),
             AlignError::InvalidArgument(msg) => write!(f, "{msg}"),

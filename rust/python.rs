@@ -3,7 +3,7 @@
 
 use crate::batch::{align_texts, BatchOut, SideFlat};
 use crate::error::AlignError;
-use crate::span::{char_to_byte, place_tokens, validate_offsets};
+use crate::span::{char_to_byte, check_text_len, place_tokens, validate_offsets};
 use crate::tokenize::CoreTokenizer as RustTokenizer;
 use crate::{align_placed, SideOut};
 use numpy::IntoPyArray;
@@ -202,6 +202,7 @@ fn align_encoded<'py>(
     teacher: SideIn,
     student: SideIn,
 ) -> PyResult<Bound<'py, PyDict>> {
+    check_text_len(text.len())?;
     let c2b = char_to_byte(text);
     let t = place_side("teacher", text, &c2b, teacher)?;
     let s = place_side("student", text, &c2b, student)?;
