@@ -6,7 +6,12 @@
 //! (two different piece-length patterns over the same pseudo-random words), so the bench always
 //! runs. Throughput is reported in tokens (teacher + student) per second.
 //!
-//! Run: `cargo bench --bench align` (add `-- --quick` for a short run).
+//! Groups: `align` passes over the whole corpus (spans stream from memory, as when aligning a
+//! dataset's stored spans); `align-batch` repeats a batch of 64 texts spread over the corpus, whose
+//! spans stay in cache (as in a collator, which aligns a batch right after tokenizing it);
+//! `place` is rule 1 over the whole corpus.
+//!
+//! Run: `cargo bench --bench align --features mimalloc` (add `-- --quick` for a short run).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dskd_align::align::{align, Placed};
@@ -32,15 +37,6 @@ struct Case {
     name: String,
     rows: Vec<Row>,
     tables: Option<Arc<[CoreTokenizer; 2]>>,
-}
-
-impl Case {
-    fn tokens(&self) -> u64 {
-        self.rows
-            .iter()
-            .map(|r| (r.placed[0].ids.len() + r.placed[1].ids.len()) as u64)
-            .sum()
-    }
 }
 
 fn shared_dir() -> Option<PathBuf> {
@@ -208,41 +204,56 @@ fn synthetic_case() -> Case {
     }
 }
 
+/// Aligns every row once.
+fn align_rows(rows: &[&Row]) {
+    for r in rows {
+        let [t, s] = &r.placed;
+        black_box(align(
+            black_box(&r.text),
+            &Placed {
+                spans: &t.spans,
+                special: &t.special,
+            },
+            &Placed {
+                spans: &s.spans,
+                special: &s.special,
+            },
+        ));
+    }
+}
+
+fn tokens(rows: &[&Row]) -> u64 {
+    rows.iter()
+        .map(|r| (r.placed[0].ids.len() + r.placed[1].ids.len()) as u64)
+        .sum()
+}
+
 fn bench(c: &mut Criterion) {
     let cases = match shared_dir() {
         Some(dir) => real_cases(&dir),
         None => vec![synthetic_case()],
     };
-    let mut g = c.benchmark_group("align");
-    g.warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
-    for case in &cases {
-        g.throughput(Throughput::Elements(case.tokens()));
-        g.bench_function(BenchmarkId::from_parameter(&case.name), |b| {
-            b.iter(|| {
-                for r in &case.rows {
-                    let [t, s] = &r.placed;
-                    black_box(align(
-                        black_box(&r.text),
-                        &Placed {
-                            spans: &t.spans,
-                            special: &t.special,
-                        },
-                        &Placed {
-                            spans: &s.spans,
-                            special: &s.special,
-                        },
-                    ));
-                }
-            })
-        });
+    for (group, batch) in [("align", None), ("align-batch", Some(64))] {
+        let mut g = c.benchmark_group(group);
+        g.warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3));
+        for case in &cases {
+            let step = batch.map_or(1, |b: usize| case.rows.len().div_ceil(b));
+            let rows: Vec<&Row> = case.rows.iter().step_by(step).collect();
+            g.throughput(Throughput::Elements(tokens(&rows)));
+            g.bench_function(BenchmarkId::from_parameter(&case.name), |b| {
+                b.iter(|| align_rows(&rows))
+            });
+        }
+        g.finish();
     }
-    g.finish();
     let mut g = c.benchmark_group("place");
     g.warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
     for case in &cases {
-        g.throughput(Throughput::Elements(case.tokens()));
+        g.throughput(Throughput::Elements(tokens(
+            &case.rows.iter().collect::<Vec<_>>(),
+        )));
         g.bench_function(BenchmarkId::from_parameter(&case.name), |b| {
             b.iter(|| {
                 for r in &case.rows {

@@ -1,11 +1,14 @@
-//! Rules 2-6 of ALIGNMENT.md on placed spans: canonical keys, exact pairs (one linear merge),
-//! special-token pairs, chunks and coverage.
+//! Rules 3-6 of ALIGNMENT.md on placed spans: exact pairs, special-token pairs, chunks and
+//! coverage (rule 2, canonical keys, is in `keys.rs`).
 //!
-//! Keys are non-decreasing along a sequence (spans never overlap and a key lies inside its span),
-//! so equal keys meet in a single merge; ties (two empty keys at one place) pair first with first.
-//! Special tokens are not in chunks (chunk id -1): they carry no text, and a chunk is text.
+//! Keys are non-decreasing along a sequence (spans never overlap and a key lies inside its span).
+//! When no key repeats, the pairs are the chunk starts with equal keys and one walk yields both
+//! (`walk`); when one does (two empty keys at one place), a merge pairs ties first with first
+//! and the walk uses its pairs. Special tokens are not in chunks (chunk id -1): they carry no text,
+//! and a chunk is text.
 
-use crate::span::{canonical_key, Span};
+use crate::keys::{Key, Keys, STUDENT_HIGH, TEACHER_HIGH};
+use crate::span::Span;
 
 /// One side of an alignment problem, already placed on the text.
 pub struct Placed<'a> {
@@ -24,90 +27,6 @@ pub struct AlignOut {
     pub student_text_tokens: usize,
     pub teacher_aligned: usize,
     pub student_aligned: usize,
-}
-
-/// A canonical key packed as `start << 32 | end`: keys of one side compare as integers in text
-/// order, and the walk reads a cut (one key's end, the next key's start) from two words.
-type Key = u64;
-
-#[inline(always)]
-fn pack(s: Span) -> Key {
-    ((s.start() as u64) << 32) | s.end() as u64
-}
-
-#[inline(always)]
-fn key_start(k: Key) -> u64 {
-    k >> 32
-}
-
-#[inline(always)]
-fn key_end(k: Key) -> u64 {
-    k & 0xFFFF_FFFF
-}
-
-/// End markers around each side's keys, so the walk reads cuts without bounds checks: `LOW` ends
-/// at 0 (the cut before the first token starts at the text's start); `high` starts at `u32::MAX`,
-/// past any text (`span::MAX_TEXT_BYTES`), so the cut after the last token is open-ended;
-/// `TOP` after it makes the cut after `high` start past the text, meeting no real cut. The two
-/// sides' `high` differ in their end, so they never compare equal to each other.
-const LOW: Key = 0;
-const TOP: Key = Key::MAX;
-const TEACHER_HIGH: Key = Key::MAX;
-const STUDENT_HIGH: Key = Key::MAX - 1;
-
-/// Canonical keys of one side's text (non-special) tokens: `keys[k + 1]` is text token `k`'s key,
-/// between the end markers.
-struct Keys {
-    keys: Vec<Key>,
-    /// Token index of each text token; `None` when the side has no special tokens.
-    index: Option<Vec<usize>>,
-    /// No key occurs twice. Only empty keys can repeat (non-empty keys of one side never overlap),
-    /// e.g. two zero-width tokens at one offset.
-    unique: bool,
-}
-
-impl Keys {
-    /// Number of text tokens.
-    fn len(&self) -> usize {
-        self.keys.len() - 3
-    }
-
-    /// The text tokens' keys, without the end markers.
-    fn inner(&self) -> &[Key] {
-        &self.keys[1..self.keys.len() - 2]
-    }
-}
-
-fn text_keys(text: &str, side: &Placed, high: Key) -> Keys {
-    let n = side.spans.len();
-    let mut keys = Vec::with_capacity(n + 3);
-    keys.push(LOW);
-    let index = if side.special.iter().any(|&s| s) {
-        // Branch-free fill: slot `k` is written for every token, kept only for text tokens.
-        keys.resize(n + 1, LOW);
-        let mut index = vec![0usize; n];
-        let mut k = 0;
-        for (i, (&span, &sp)) in side.spans.iter().zip(side.special).enumerate() {
-            keys[k + 1] = pack(canonical_key(text, span));
-            index[k] = i;
-            k += usize::from(!sp);
-        }
-        keys.truncate(k + 1);
-        index.truncate(k);
-        Some(index)
-    } else {
-        keys.extend(side.spans.iter().map(|&s| pack(canonical_key(text, s))));
-        None
-    };
-    // Keys are non-decreasing, so a repeat sits next to its twin.
-    let unique = keys[1..].windows(2).all(|w| w[0] != w[1]);
-    keys.push(high);
-    keys.push(TOP);
-    Keys {
-        keys,
-        index,
-        unique,
-    }
 }
 
 /// Rule 3: the linear merge over canonical keys. Returns positions in `tk` and `sk`. Only needed
@@ -192,25 +111,25 @@ fn merge_pairs(text: Vec<(usize, usize)>, special: Vec<(usize, usize)>) -> Vec<(
 /// chunk takes one token of each side and grows on the side whose next cut lies wholly before the
 /// other side's, until the two meet.
 ///
-/// `tk`/`sk` are keys with end markers ([`Keys`]); `is_pair(i, j)` says whether the chunk start
-/// `(i, j)` (text-token positions) is an exact pair, for `i <= n`, `j <= m`. Returns chunk ids
+/// `tk`/`sk` are the two sides' keys ([`Keys`]); `is_pair(tk, sk, i, j)` says whether the chunk
+/// start `(i, j)` (text-token positions) is an exact pair, for `i <= n`, `j <= m`. Returns chunk ids
 /// per position and the pairs the walk met. When no key repeats on either side, the walk meets
 /// every pair of equal keys (a pair's cuts both hold its key's start, and no step can pass one
 /// side over it while the other side is short of it), so `is_pair` can be key equality and pairs
 /// come out of the same single pass: the fast path of [`align`].
 fn walk(
-    tk: &[Key],
-    sk: &[Key],
-    mut is_pair: impl FnMut(usize, usize) -> bool,
+    tk: &mut Keys,
+    sk: &mut Keys,
+    mut is_pair: impl FnMut(&mut Keys, &mut Keys, usize, usize) -> bool,
 ) -> (Vec<i64>, Vec<i64>, Vec<(usize, usize)>) {
-    let (n, m) = (tk.len() - 3, sk.len() - 3);
+    let (n, m) = (tk.len(), sk.len());
     // One spare slot per side: the growing step below writes before it knows which side moves.
     let (mut tc, mut sc) = (vec![0i64; n + 1], vec![0i64; m + 1]);
     let mut pairs = Vec::with_capacity(n.min(m));
     let (mut i, mut j, mut chunk) = (0, 0, 0i64);
     loop {
         // Runs of exact pairs are most of real text: one predicted branch per pair.
-        while is_pair(i, j) {
+        while is_pair(tk, sk, i, j) {
             tc[i] = chunk;
             sc[j] = chunk;
             pairs.push((i, j));
@@ -219,12 +138,12 @@ fn walk(
         if i == n && j == m {
             break;
         }
-        if meet(cut(tk, i), cut(sk, j + 1)) {
+        if meet(tk.cut(i), sk.cut(j + 1)) {
             // Student token j lies in the teacher's cut: a chunk without teacher tokens. (At
             // j == m the cut after the end marker starts past the text and meets nothing.)
             sc[j] = chunk;
             j += 1;
-        } else if meet(cut(tk, i + 1), cut(sk, j)) {
+        } else if meet(tk.cut(i + 1), sk.cut(j)) {
             tc[i] = chunk;
             i += 1;
         } else {
@@ -237,7 +156,7 @@ fn walk(
             sc[j] = chunk;
             (i, j) = (i + 1, j + 1);
             loop {
-                let (a, b) = (cut(tk, i), cut(sk, j));
+                let (a, b) = (tk.cut(i), sk.cut(j));
                 if meet(a, b) {
                     break;
                 }
@@ -255,36 +174,43 @@ fn walk(
     (tc, sc, pairs)
 }
 
-/// The cut before text token `i`: from the previous key's end to token `i`'s key start
-/// (`keys[i]` and `keys[i + 1]`, see [`Keys`]).
-#[inline(always)]
-fn cut(keys: &[Key], i: usize) -> (u64, u64) {
-    (key_end(keys[i]), key_start(keys[i + 1]))
-}
-
 #[inline(always)]
 fn meet(a: (u64, u64), b: (u64, u64)) -> bool {
     a.0.max(b.0) <= a.1.min(b.1)
 }
 
+/// The walk when no key repeats: pairs are the chunk starts with equal keys.
+fn walk_equal(tk: &mut Keys, sk: &mut Keys) -> (Vec<i64>, Vec<i64>, Vec<(usize, usize)>) {
+    let lazy = tk.index.is_none() && sk.index.is_none();
+    walk(tk, sk, |t, s, i, j| {
+        // Equal raw spans have equal keys; the end markers never equal anything.
+        (lazy && i < t.len() && j < s.len() && t.spans[i].packed() == s.spans[j].packed())
+            || t.get(i + 1) == s.get(j + 1)
+    })
+}
+
+/// The walk when a key repeats: pairs come from the merge (ties first with first).
+fn walk_merged(tk: &mut Keys, sk: &mut Keys) -> (Vec<i64>, Vec<i64>, Vec<(usize, usize)>) {
+    let tp = text_pairs(tk.all(), sk.all());
+    let mut next = 0;
+    let (tc, sc, _) = walk(tk, sk, |_, _, i, j| {
+        // Pairs increase on both sides: one passed on either side is never met again.
+        while next < tp.len() && (tp[next].0 < i || tp[next].1 < j) {
+            next += 1;
+        }
+        tp.get(next) == Some(&(i, j))
+    });
+    (tc, sc, tp)
+}
+
 /// Aligns two placed token sequences of the same text (at most `span::MAX_TEXT_BYTES`).
 pub fn align(text: &str, teacher: &Placed, student: &Placed) -> AlignOut {
-    let tk = text_keys(text, teacher, TEACHER_HIGH);
-    let sk = text_keys(text, student, STUDENT_HIGH);
-    let (tkeys, skeys) = (&tk.keys, &sk.keys);
+    let mut tk = Keys::new(text, teacher, TEACHER_HIGH);
+    let mut sk = Keys::new(text, student, STUDENT_HIGH);
     let (tc, sc, tp) = if tk.unique && sk.unique {
-        walk(tkeys, skeys, |i, j| tkeys[i + 1] == skeys[j + 1])
+        walk_equal(&mut tk, &mut sk)
     } else {
-        let tp = text_pairs(tk.inner(), sk.inner());
-        let mut next = 0;
-        let (tc, sc, _) = walk(tkeys, skeys, |i, j| {
-            // Pairs increase on both sides: one passed on either side is never met again.
-            while next < tp.len() && (tp[next].0 < i || tp[next].1 < j) {
-                next += 1;
-            }
-            tp.get(next) == Some(&(i, j))
-        });
-        (tc, sc, tp)
+        walk_merged(&mut tk, &mut sk)
     };
     let n_text_pairs = tp.len();
     let (teacher_chunks, student_chunks) = (
@@ -413,6 +339,74 @@ mod tests {
         assert_eq!(out.pairs, vec![(0, 1)]);
         assert_eq!(out.teacher_chunks, vec![1]);
         assert_eq!(out.student_chunks, vec![0, 1]);
+    }
+
+    /// Random tokenizations of a random text: each side cuts at random character boundaries,
+    /// with zero-width tokens sprinkled in (twice at one offset now and then, so keys repeat).
+    fn random_case(seed: u64) -> (String, Vec<Span>, Vec<Span>) {
+        let mut state = seed | 1;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let alphabet = [" ", "  ", "\n", "a", "bc", "é", "日", "\u{3000}", "\t"];
+        let text: String = (0..next(12))
+            .map(|_| alphabet[next(alphabet.len() as u64) as usize])
+            .collect();
+        let bounds: Vec<usize> = text.char_indices().map(|(b, _)| b).skip(1).collect();
+        let mut side = || {
+            let mut spans = vec![];
+            let mut start = 0;
+            for &b in bounds.iter().chain([text.len()].iter()) {
+                for _ in 0..[0, 0, 0, 1, 2][next(5) as usize] {
+                    spans.push(Span::new(start, start));
+                }
+                if b == text.len() || next(3) == 0 {
+                    spans.push(Span::new(start, b));
+                    start = b;
+                }
+            }
+            spans
+        };
+        let (t, s) = (side(), side());
+        (text, t, s)
+    }
+
+    #[test]
+    fn equal_key_walk_finds_the_merge_pairs() {
+        // The fast path (pairs = chunk starts with equal keys) against the merge's pairs, on
+        // every random case whose keys do not repeat; cases with repeats must take the merge.
+        let (mut fast, mut merged) = (0, 0);
+        for seed in 0..20_000u64 {
+            let (text, ts, ss) = random_case(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let (tsp, ssp) = (vec![false; ts.len()], vec![false; ss.len()]);
+            let t = Placed {
+                spans: &ts,
+                special: &tsp,
+            };
+            let s = Placed {
+                spans: &ss,
+                special: &ssp,
+            };
+            let (mut tk, mut sk) = (
+                Keys::new(&text, &t, TEACHER_HIGH),
+                Keys::new(&text, &s, STUDENT_HIGH),
+            );
+            let want = walk_merged(&mut tk, &mut sk);
+            if !(tk.unique && sk.unique) {
+                merged += 1;
+                continue;
+            }
+            fast += 1;
+            let (mut tk, mut sk) = (
+                Keys::new(&text, &t, TEACHER_HIGH),
+                Keys::new(&text, &s, STUDENT_HIGH),
+            );
+            assert_eq!(walk_equal(&mut tk, &mut sk), want, "{text:?} {ts:?} {ss:?}");
+        }
+        assert!(fast > 1000 && merged > 1000, "{fast} {merged}");
     }
 
     #[test]

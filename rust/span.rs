@@ -48,6 +48,12 @@ impl Span {
     pub fn end(self) -> usize {
         self.end as usize
     }
+
+    /// `start << 32 | end`: spans compare as one integer, in text order.
+    #[inline(always)]
+    pub fn packed(self) -> u64 {
+        ((self.start as u64) << 32) | self.end as u64
+    }
 }
 
 /// Byte offset of every character boundary: `table[c]` is where character `c` starts,
@@ -415,6 +421,19 @@ mod tests {
         assert_eq!(canonical_key(text, Span::new(1, 6)), Span::new(5, 6));
         assert_eq!(canonical_key(text, Span::new(1, 5)), Span::new(1, 5));
         assert_eq!(canonical_key(text, Span::new(6, 7)), Span::new(6, 7));
+    }
+
+    #[test]
+    fn text_length_is_checked_before_spans_are_narrowed() {
+        assert!(check_text_len(MAX_TEXT_BYTES).is_ok());
+        let err = check_text_len(MAX_TEXT_BYTES + 1).unwrap_err();
+        assert_eq!(
+            err,
+            AlignError::TextTooLong {
+                len: MAX_TEXT_BYTES + 1
+            }
+        );
+        assert!(err.to_string().contains("split it"));
     }
 
     #[test]
