@@ -5,7 +5,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-python test-rust lint bench clean
+.PHONY: install demo test test-compat lint bench clean
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,16 @@ test: install
 	cargo test --quiet
 	$(BIN)/python -m pytest tests
 
+# The Python suite again with transformers v4 (4.57 and the tokenizers 0.22 it pins) in a second
+# environment: the adapters and the torch layer support both major versions.
+COMPAT := .venv-transformers4
+test-compat:
+	$(PY) -m venv $(COMPAT)
+	$(COMPAT)/bin/pip install -q --upgrade pip
+	$(COMPAT)/bin/pip install -q -e ".[test]" "transformers>=4.45,<5"
+	$(COMPAT)/bin/python -c "import transformers as t, tokenizers as k; print('transformers', t.__version__, 'tokenizers', k.__version__)"
+	$(COMPAT)/bin/python -m pytest tests -q
+
 lint: install
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
@@ -34,9 +44,9 @@ lint: install
 	$(BIN)/python -m mypy.stubtest dskd_align._core
 
 bench: install
-	cargo bench --bench align
+	cargo bench --bench align --features mimalloc
 	$(BIN)/python benches/bench_speed.py
 	$(BIN)/python benches/bench_coverage.py
 
 clean:
-	rm -rf $(VENV) target
+	rm -rf $(VENV) $(COMPAT) target

@@ -33,6 +33,7 @@ def test_align_view_lists_every_token(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_coverage_report_and_plot(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
     rows = [{"text": t} for t in ["a b c", "Привет мир", "x = 1\n", "日本語"]]
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
@@ -50,6 +51,23 @@ def test_coverage_report_and_plot(tmp_path, capsys: pytest.CaptureFixture[str]) 
     assert out["student_coverage"] == pytest.approx(batch.pooled_coverage()[1])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert np.isfinite(out["student_row_median"])
+
+
+def test_plot_without_matplotlib_is_a_clean_error(
+    tmp_path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "matplotlib" else real(name, *a),
+    )
+    png = tmp_path / "cov.png"
+    assert main(["coverage", "--plot", str(png)]) == 2
+    assert "pip install 'dskd-align[plot]'" in capsys.readouterr().err
+    assert not png.exists()
 
 
 def test_bad_tokenizer_path_is_a_clean_error(capsys: pytest.CaptureFixture[str], tmp_path) -> None:

@@ -8,6 +8,7 @@ Python standard library's source, see ``dskd_align.embedded``).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -62,6 +63,14 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     from dskd_align import embedded
     from dskd_align.report import coverage_summary, plot_coverage, read_corpus
 
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        # Said before the corpus is aligned, not after.
+        print(
+            "dskd-align: error: --plot needs matplotlib, which is not installed: "
+            "pip install 'dskd-align[plot]' (or drop --plot)",
+            file=sys.stderr,
+        )
+        return 2
     t, s, tn, sn = _pair(args)
     if args.corpus:
         texts = list(read_corpus(Path(args.corpus), args.field, args.limit))

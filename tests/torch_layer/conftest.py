@@ -16,6 +16,11 @@ import os
 from pathlib import Path
 
 import pytest
+
+# The torch layer's tests need the `torch` extra; without it the whole directory is skipped.
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 

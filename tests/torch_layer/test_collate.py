@@ -32,7 +32,9 @@ def _expected_prompt(tok, row, use_template=True) -> list[int]:
     else:
         msgs, plain = [{"role": "user", "content": row["prompt"]}], row["prompt"]
     if use_template and tok.chat_template:
-        return list(tok.apply_chat_template(msgs, add_generation_prompt=True)["input_ids"])
+        # return_dict: transformers v4 returns a bare id list by default, v5 a dict.
+        out = tok.apply_chat_template(msgs, add_generation_prompt=True, return_dict=True)
+        return list(out["input_ids"])
     return list(tok(plain, add_special_tokens=True)["input_ids"])
 
 
