@@ -66,6 +66,14 @@ LOADERS: dict[str, Callable[..., list[str]]] = {
 }
 
 
+def write_report(lines: list[str], path: str | Path) -> None:
+    """Writes a results file (markdown lines) under ``benches/results`` or wherever asked."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+
+
 def tokenizer_path(name: str) -> str:
     return str(TOKENIZERS / name / "tokenizer.json")
 

@@ -25,6 +25,7 @@ import statistics
 import time
 from pathlib import Path
 
+from bench_data import write_report
 from transformers import AutoTokenizer
 
 from dskd_align.torch import DSKDCollator
@@ -143,10 +144,7 @@ def main() -> None:
     ]
     for line in lines[6:]:
         print(line)
-    out_path = Path(args.out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"wrote {out_path}")
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

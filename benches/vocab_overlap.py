@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench_data import write_report
 from transformers import AutoTokenizer
 
 from dskd_align.torch import VocabMap
@@ -82,10 +83,7 @@ def main() -> None:
         'equally named special tokens. "raw string equal" counts non-special token strings',
         'present in both vocabularies. "build s" includes loading both core tokenizers.',
     ]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"wrote {out}")
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 //! packed into integers, between end markers, and computed only where the walk asks.
 
 use crate::align::Placed;
-use crate::span::{canonical_key, Span};
+use crate::canonical::canonical_key;
+use crate::span::Span;
 
 /// A canonical key packed as `start << 32 | end`: keys of one side compare as integers in text
 /// order, and the walk reads a cut (one key's end, the next key's start) from two words.

@@ -32,11 +32,13 @@
 
 pub mod align;
 pub mod batch;
+pub mod canonical;
 pub mod error;
 mod keys;
 pub mod span;
 pub mod tokenize;
 pub mod vocab;
+mod walk;
 
 #[cfg(feature = "python")]
 mod python;
@@ -70,6 +72,8 @@ pub struct RowOut {
 }
 
 /// Places one encoding on the text; `table` gives token bytes by id (`None`: character ranges).
+/// The text is at most [`span::MAX_TEXT_BYTES`] long (entry points check with
+/// [`span::check_text_len`]).
 pub fn place(text: &str, enc: Encoded, table: Option<&TokenTable>) -> SideOut {
     let spans = span::place_tokens(text, &enc.offsets, &enc.special, |i| {
         table.and_then(|t| t.bytes(enc.ids[i]))

@@ -34,6 +34,17 @@ def as_encoding(side: Side) -> dict:
     return {"ids": side.ids, "offsets": side.offsets, "special_tokens_mask": side.special}
 
 
+def align_sides(text: str, t: Side, s: Side) -> dskd_align.Alignment:
+    """``align_encodings`` on two reference sides, each with its own token bytes."""
+    return dskd_align.align_encodings(
+        text,
+        as_encoding(t),
+        as_encoding(s),
+        teacher_token_bytes=lambda i: t.token_bytes[i],
+        student_token_bytes=lambda i: s.token_bytes[i],
+    )
+
+
 def assert_same(got: dskd_align.Alignment, ref: RefAlignment, tside: Side, sside: Side) -> None:
     """The core's alignment equals the reference token for token."""
     assert got.teacher_ids.tolist() == tside.ids

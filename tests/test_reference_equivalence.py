@@ -9,7 +9,15 @@ from families import TRAINED_NAMES, core, require_real
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference import Side, align_reference
-from support import align_both, as_encoding, assert_same, check_properties, spells_exactly, texts
+from support import (
+    align_both,
+    align_sides,
+    as_encoding,
+    assert_same,
+    check_properties,
+    spells_exactly,
+    texts,
+)
 
 import dskd_align
 
@@ -73,13 +81,7 @@ def test_gpt2_cyrillic_byte_pieces():
     assert ref.teacher_spans == [(0, 12), (12, 14), (14, 15), (15, 19)]
     assert ref.pairs == [(0, 0)]
     assert ref.teacher_chunks == [0, 1, 1, 1] and ref.student_chunks == [0, 1]
-    got = dskd_align.align_encodings(
-        text,
-        as_encoding(t),
-        as_encoding(s),
-        teacher_token_bytes=lambda i: t.token_bytes[i],
-        student_token_bytes=lambda i: s.token_bytes[i],
-    )
+    got = align_sides(text, t, s)
     assert_same(got, ref, t, s)
 
 
@@ -202,12 +204,6 @@ def hand_made(draw):
 def test_core_equals_reference_hand_made(case):
     text, t, s = case
     ref = align_reference(text, t, s)
-    got = dskd_align.align_encodings(
-        text,
-        as_encoding(t),
-        as_encoding(s),
-        teacher_token_bytes=lambda i: t.token_bytes[i],
-        student_token_bytes=lambda i: s.token_bytes[i],
-    )
+    got = align_sides(text, t, s)
     assert_same(got, ref, t, s)
     check_properties(text, ref, lossless=False)

@@ -115,6 +115,16 @@ def js_divergence(
     return 0.5 * (_weighted_log_ratio(lp.exp(), lp, lm) + _weighted_log_ratio(lq.exp(), lq, lm))
 
 
+def _skewed_inputs(
+    student_logits: Tensor, teacher_logits: Tensor, temperature: float, skew: float
+) -> tuple[Tensor, Tensor]:
+    """Checks shared by the skewed divergences; returns student and teacher log-probabilities."""
+    _check(student_logits, teacher_logits)
+    if not 0.0 <= skew <= 1.0:
+        raise ValueError(f"skew must be in [0, 1], got {skew}")
+    return _log_probs(student_logits, temperature), _log_probs(teacher_logits, temperature)
+
+
 def skewed_forward_kl(
     student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0, skew: float = SKEW
 ) -> Tensor:
@@ -123,11 +133,7 @@ def skewed_forward_kl(
     ``skew = 0`` is the forward KL; ``skew = 1`` is identically 0. For ``skew > 0`` the mixture is
     positive wherever ``p`` is, so the value is finite even when ``q`` has ``-inf`` logits.
     """
-    _check(student_logits, teacher_logits)
-    if not 0.0 <= skew <= 1.0:
-        raise ValueError(f"skew must be in [0, 1], got {skew}")
-    lq = _log_probs(student_logits, temperature)
-    lp = _log_probs(teacher_logits, temperature)
+    lq, lp = _skewed_inputs(student_logits, teacher_logits, temperature, skew)
     return _weighted_log_ratio(lp.exp(), lp, _log_mix(lp, lq, skew))
 
 
@@ -138,11 +144,7 @@ def skewed_reverse_kl(
 
     ``skew = 0`` is the reverse KL; ``skew = 1`` is identically 0.
     """
-    _check(student_logits, teacher_logits)
-    if not 0.0 <= skew <= 1.0:
-        raise ValueError(f"skew must be in [0, 1], got {skew}")
-    lq = _log_probs(student_logits, temperature)
-    lp = _log_probs(teacher_logits, temperature)
+    lq, lp = _skewed_inputs(student_logits, teacher_logits, temperature, skew)
     return _weighted_log_ratio(lq.exp(), lq, _log_mix(lq, lp, skew))
 
 
