@@ -228,7 +228,30 @@ fn tokens(rows: &[&Row]) -> u64 {
         .sum()
 }
 
+/// The core's clock in GHz, from a chain of dependent rotate+xor steps (two one-cycle
+/// instructions each on x86-64 and AArch64 cores), so throughput converts to cycles per token:
+/// VM models and turbo make the nominal clock useless.
+fn clock_ghz() -> f64 {
+    let steps = 200_000_000u64;
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let mut x = black_box(0x1234_5678u64);
+        let t = std::time::Instant::now();
+        for _ in 0..steps {
+            x = x.rotate_left(7) ^ 0x9E37;
+        }
+        black_box(x);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    2.0 * steps as f64 / best / 1e9
+}
+
 fn bench(c: &mut Criterion) {
+    let ghz = clock_ghz();
+    eprintln!(
+        "core clock ~{ghz:.2} GHz: 200 M tokens/s = {:.1} cycles per token",
+        ghz * 5.0
+    );
     let cases = match shared_dir() {
         Some(dir) => real_cases(&dir),
         None => vec![synthetic_case()],
