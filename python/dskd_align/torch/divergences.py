@@ -60,6 +60,14 @@ def _check(student_logits: Tensor, teacher_logits: Tensor) -> None:
         )
 
 
+def _inputs(
+    student_logits: Tensor, teacher_logits: Tensor, temperature: float
+) -> tuple[Tensor, Tensor]:
+    """Shape check shared by every divergence; student and teacher log-probabilities."""
+    _check(student_logits, teacher_logits)
+    return _log_probs(student_logits, temperature), _log_probs(teacher_logits, temperature)
+
+
 def _weighted_log_ratio(w: Tensor, log_a: Tensor, log_b: Tensor) -> Tensor:
     """``sum_v w (log_a - log_b)``, terms of zero weight exactly 0 (value and gradient). ``[N]``.
 
@@ -90,17 +98,13 @@ def _log_mix(log_a: Tensor, log_b: Tensor, weight_a: float) -> Tensor:
 
 def forward_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
     """``KL(p || q) = sum p (log p - log q)``. Inputs ``[N, V]``; returns ``[N]`` float32."""
-    _check(student_logits, teacher_logits)
-    lq = _log_probs(student_logits, temperature)
-    lp = _log_probs(teacher_logits, temperature)
+    lq, lp = _inputs(student_logits, teacher_logits, temperature)
     return _weighted_log_ratio(lp.exp(), lp, lq)
 
 
 def reverse_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
     """``KL(q || p) = sum q (log q - log p)``. Inputs ``[N, V]``; returns ``[N]`` float32."""
-    _check(student_logits, teacher_logits)
-    lq = _log_probs(student_logits, temperature)
-    lp = _log_probs(teacher_logits, temperature)
+    lq, lp = _inputs(student_logits, teacher_logits, temperature)
     return _weighted_log_ratio(lq.exp(), lq, lp)
 
 
@@ -108,9 +112,7 @@ def js_divergence(
     student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0
 ) -> Tensor:
     """Jensen-Shannon ``(KL(p || m) + KL(q || m)) / 2``, ``m = (p + q) / 2``. ``[N, V] -> [N]``."""
-    _check(student_logits, teacher_logits)
-    lq = _log_probs(student_logits, temperature)
-    lp = _log_probs(teacher_logits, temperature)
+    lq, lp = _inputs(student_logits, teacher_logits, temperature)
     lm = _log_mix(lp, lq, 0.5)
     return 0.5 * (_weighted_log_ratio(lp.exp(), lp, lm) + _weighted_log_ratio(lq.exp(), lq, lm))
 
@@ -118,11 +120,11 @@ def js_divergence(
 def _skewed_inputs(
     student_logits: Tensor, teacher_logits: Tensor, temperature: float, skew: float
 ) -> tuple[Tensor, Tensor]:
-    """Checks shared by the skewed divergences; returns student and teacher log-probabilities."""
-    _check(student_logits, teacher_logits)
+    """``_inputs`` plus the skew check shared by the skewed divergences."""
+    _check(student_logits, teacher_logits)  # shapes first, as in every divergence
     if not 0.0 <= skew <= 1.0:
         raise ValueError(f"skew must be in [0, 1], got {skew}")
-    return _log_probs(student_logits, temperature), _log_probs(teacher_logits, temperature)
+    return _inputs(student_logits, teacher_logits, temperature)
 
 
 def skewed_forward_kl(
@@ -162,9 +164,7 @@ def adaptive_kl(
     weights are detached (they only steer between FKL and RKL). Where ``p == q`` both gaps are 0
     and both KLs are 0; the weights are then 1/2 each, so the value is 0 without a 0/0.
     """
-    _check(student_logits, teacher_logits)
-    lq = _log_probs(student_logits, temperature)
-    lp = _log_probs(teacher_logits, temperature)
+    lq, lp = _inputs(student_logits, teacher_logits, temperature)
     p, q = lp.exp(), lq.exp()
     with torch.no_grad():
         p_sorted, order = p.sort(dim=-1)  # [N, V] ascending
@@ -184,9 +184,7 @@ def total_variation(
     student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0
 ) -> Tensor:
     """``sum |p - q| / 2``, in [0, 1]. ``[N, V] -> [N]``."""
-    _check(student_logits, teacher_logits)
-    lq = _log_probs(student_logits, temperature)
-    lp = _log_probs(teacher_logits, temperature)
+    lq, lp = _inputs(student_logits, teacher_logits, temperature)
     return 0.5 * (lp.exp() - lq.exp()).abs().sum(-1)
 
 
