@@ -104,6 +104,8 @@ def check_batch(batch: DSKDBatch, c: DSKDCollator, rows, t_max=None, s_max=None)
         for i, j in [*pairs, eos_pair]:
             if i < tk and j < sk and tp + i >= 1 and sp + j >= 1:
                 expected.add((b, t0 + i - 1, s0 + j - 1))
+        chunks = _expected_chunks(al, c.same_tokenizer, (t0, tp, tk), (s0, sp, sk))
+        assert _batch_chunks(batch, b) == chunks
     assert emitted == expected
     # Each pair's two tokens stand for the same text (or are both the EOS).
     for b, i, j in emitted:
@@ -117,7 +119,69 @@ def check_batch(batch: DSKDBatch, c: DSKDCollator, rows, t_max=None, s_max=None)
     for b in range(B):
         sup = int((batch.student_labels[b, 1:] != -100).sum())
         got = int((batch.align_batch == b).sum())
-        assert batch.coverage[b].item() == pytest.approx(got / sup if sup else 1.0)
+        assert batch.coverage[b].item() == pytest.approx(got / sup if sup else 0.0)
+        assert int(batch.supervised_tokens[b]) == sup
+    assert batch.supervised_tokens.dtype == torch.long and batch.supervised_tokens.shape == (B,)
+    check_chunk_ids(batch, ct, cs)
+
+
+def _expected_chunks(al, same: bool, t_layout, s_layout) -> set:
+    """Surviving chunks of one row as (teacher positions, student positions), from the core's
+    per-text chunks plus the EOS chunk, independent of the collator."""
+    n_t, n_s = len(al.teacher_ids), len(al.student_ids)
+    t_ch = list(range(n_t)) if same else al.teacher_chunks.tolist()
+    s_ch = list(range(n_s)) if same else al.student_chunks.tolist()
+    groups: dict = {}
+    for side, ch, (start, plen, kept) in (("t", t_ch, t_layout), ("s", s_ch, s_layout)):
+        for i, c in enumerate([*ch, "eos"]):
+            if c == -1:
+                continue
+            g = groups.setdefault(c, {"t": [], "s": [], "ok": True})
+            g[side].append(start + i)
+            g["ok"] &= i < kept and plen + i >= 1
+    return {
+        (frozenset(g["t"]), frozenset(g["s"]))
+        for g in groups.values()
+        if g["t"] and g["s"] and g["ok"]
+    }
+
+
+def _batch_chunks(batch: DSKDBatch, b: int) -> set:
+    out: dict = {}
+    for side in ("teacher", "student"):
+        for p, c in enumerate(batch[f"{side}_chunk_ids"][b].tolist()):
+            if c >= 0:
+                out.setdefault(c, {"teacher": set(), "student": set()})[side].add(p)
+    return {(frozenset(g["teacher"]), frozenset(g["student"])) for g in out.values()}
+
+
+def check_chunk_ids(batch: DSKDBatch, ct, cs) -> None:
+    """Ids 0..C-1 in (row, position) order on both sides, C <= B * L_s, chunks on response
+    labels only, and each chunk's two sides stand for the same text (or are the EOS pair)."""
+    t_ids, s_ids = batch.teacher_chunk_ids, batch.student_chunk_ids
+    assert t_ids.dtype == s_ids.dtype == torch.long
+    assert t_ids.shape == batch.teacher_input_ids.shape
+    assert s_ids.shape == batch.student_input_ids.shape
+    for ids, labels in ((t_ids, batch.teacher_labels), (s_ids, batch.student_labels)):
+        assert (labels[ids >= 0] != -100).all()
+        seq = ids[ids >= 0].tolist()  # row-major order
+        assert seq == sorted(seq)
+    c = int(s_ids.max()) + 1 if (s_ids >= 0).any() else 0
+    assert sorted(set(t_ids[t_ids >= 0].tolist())) == list(range(c))
+    assert sorted(set(s_ids[s_ids >= 0].tolist())) == list(range(c))
+    assert c <= s_ids.numel()
+    for k in range(c):
+        (bt, pt), (bs, ps) = ((ids == k).nonzero().T.tolist() for ids in (t_ids, s_ids))
+        assert len(set(bt)) == 1 and bt[:1] == bs[:1]
+        assert pt == list(range(pt[0], pt[-1] + 1)) and ps == list(range(ps[0], ps[-1] + 1))
+        tt = [int(batch.teacher_input_ids[bt[0], p]) for p in pt]
+        ss = [int(batch.student_input_ids[bs[0], p]) for p in ps]
+        if len(tt) == len(ss) == 1 and ct.is_special(tt[0]):
+            assert cs.is_special(ss[0])  # the EOS pair
+            continue
+        t_text = b"".join(ct.token_bytes(i) for i in tt)
+        s_text = b"".join(cs.token_bytes(i) for i in ss)
+        assert _key(t_text) == _key(s_text), (k, tt, ss)
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
@@ -165,7 +229,8 @@ def test_prompt_longer_than_max_length_keeps_its_tail(teacher_tok, student_tok):
     assert (batch.student_labels == -100).all() and batch.num_pairs == 0
     tail = student_tok(row[0]["prompt"])["input_ids"][-10:]
     assert batch.student_input_ids[0].tolist() == tail
-    assert batch.coverage.tolist() == [1.0]
+    assert batch.coverage.tolist() == [0.0] and batch.supervised_tokens.tolist() == [0]
+    assert batch.empty_rows == 1 and (batch.student_chunk_ids == -1).all()
 
 
 def test_empty_response_and_empty_prompt(teacher_tok, student_tok):
@@ -200,6 +265,14 @@ def test_mapping_interface_and_errors(teacher_tok, student_tok):
     assert set(batch) >= {"teacher_input_ids", "align_batch", "coverage"} and "nope" not in batch
     assert batch.side("student")["input_ids"] is batch.student_input_ids
     assert batch.to("cpu").num_pairs == batch.num_pairs
+    # transformers.Trainer / accelerate re-wrap a mapping with type(batch)({...}).
+    again = type(batch)({k: v.clone() for k, v in batch.items()})
+    assert isinstance(again, DSKDBatch) and _batches_equal(again, batch)
+    assert _batches_equal(DSKDBatch(**batch), batch)
+    with pytest.raises(TypeError, match="missing"):
+        DSKDBatch({k: v for k, v in batch.items() if k != "coverage"})
+    with pytest.raises(TypeError, match="unknown"):
+        DSKDBatch({**batch, "extra": batch.coverage})
     with pytest.raises(ValueError, match="padding_side"):
         DSKDCollator(teacher_tok, student_tok, padding_side="middle")
     with pytest.raises(ValueError, match="messages"):

@@ -108,6 +108,11 @@ def test_non_canonical_split_keeps_generated_ids(teacher_tok, student_tok):
     )
     moved = {(i, j if j - s0 < k else j + extra) for i, j in gold_pairs if j - s0 != k}
     assert moved <= set(pairs)
+    # Chunk ids come from the pairs against the generated ids: every pair is a 1x1 chunk.
+    for i, j in pairs:
+        ci, cj = batch.teacher_chunk_ids[0, i + 1], batch.student_chunk_ids[0, j + 1]
+        assert ci >= 0 and ci == cj
+        assert (batch.teacher_chunk_ids == ci).sum() == (batch.student_chunk_ids == cj).sum() == 1
 
 
 def test_invalid_utf8_is_cut_before_the_bad_bytes(teacher_tok, student_tok):

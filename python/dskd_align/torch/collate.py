@@ -42,7 +42,9 @@ __all__ = ["DSKDCollator", "RowTokens", "assemble"]
 class RowTokens:
     """One row before padding. Response-local indices: ``pairs [K, 2]`` int64 (teacher, student)
     into ``teacher_response``/``student_response`` (int64), with the EOS pair already included
-    (index ``len(response)``) when ``*_eos`` is not None."""
+    (index ``len(response)``) when ``*_eos`` is not None. ``teacher_chunks``/``student_chunks``
+    int64: the chunk id (ALIGNMENT.md rule 5, numbered per row, ``-1`` for special tokens) of every
+    response token, and of the EOS (its own chunk) when ``*_eos`` is not None."""
 
     teacher_prompt: list[int]
     student_prompt: list[int]
@@ -51,6 +53,20 @@ class RowTokens:
     pairs: np.ndarray
     teacher_eos: int | None
     student_eos: int | None
+    teacher_chunks: np.ndarray
+    student_chunks: np.ndarray
+
+
+@dataclass
+class Responses:
+    """Response texts tokenized on both sides and aligned, per row (int64 arrays, response-local
+    indices): ids, ``pairs [K, 2]``, and per token chunk ids (``-1`` for special tokens)."""
+
+    teacher_ids: list[np.ndarray]
+    student_ids: list[np.ndarray]
+    pairs: list[np.ndarray]
+    teacher_chunks: list[np.ndarray]
+    student_chunks: list[np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -111,8 +127,28 @@ def _cat(parts: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(flat.astype(np.int64))
 
 
+def _chunk_ids(
+    ch_t: np.ndarray, ok_t: np.ndarray, ch_s: np.ndarray, ok_s: np.ndarray, first: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Batch-global chunk ids of one row's response tokens (``-1`` where dropped) and the next
+    free id. ``ok_*`` [N] bool: the token was kept and has a prediction position. A chunk keeps
+    its id when it has tokens on both sides and all of them are ok (one-sided chunks, like a
+    SentencePiece dummy prefix alone, have nothing to compare)."""
+    live_t, live_s = np.unique(ch_t[ch_t >= 0]), np.unique(ch_s[ch_s >= 0])
+    bad = np.union1d(ch_t[~ok_t], ch_s[~ok_s])
+    valid = np.setdiff1d(np.intersect1d(live_t, live_s), bad)  # sorted = in text order
+
+    def lookup(ch: np.ndarray) -> np.ndarray:
+        k = np.searchsorted(valid, ch).clip(max=max(len(valid) - 1, 0))
+        hit = (valid[k] == ch) if len(valid) else np.zeros(len(ch), bool)
+        return np.where(hit, first + k, -1).astype(np.int64)
+
+    return lookup(ch_t), lookup(ch_s), first + len(valid)
+
+
 def assemble(rows: Sequence[RowTokens], teacher: SideSpec, student: SideSpec) -> DSKDBatch:
-    """Truncates, pads and turns response-local pairs into prediction positions."""
+    """Truncates, pads and turns response-local pairs into prediction positions and response
+    chunks into batch-global chunk ids."""
     tids, tmask, tlab, tstart, tplen, tkept = _layout(
         [r.teacher_prompt for r in rows],
         [r.teacher_response for r in rows],
@@ -126,7 +162,11 @@ def assemble(rows: Sequence[RowTokens], teacher: SideSpec, student: SideSpec) ->
         student,
     )
     bs, tp, sp = [], [], []
-    coverage = np.ones(len(rows), np.float32)
+    coverage = np.zeros(len(rows), np.float32)
+    supervised_tokens = np.zeros(len(rows), np.int64)
+    t_chunk = np.full(tids.shape, -1, np.int64)
+    s_chunk = np.full(sids.shape, -1, np.int64)
+    next_chunk = 0
     for b, row in enumerate(rows):
         pr = row.pairs.reshape(-1, 2)
         t_pos = tstart[b] + pr[:, 0] - 1
@@ -139,18 +179,30 @@ def assemble(rows: Sequence[RowTokens], teacher: SideSpec, student: SideSpec) ->
         sp.append(s_pos[keep])
         bs.append(np.full(int(keep.sum()), b, np.int64))
         supervised = int(skept[b]) - int(splen[b] == 0 and skept[b] > 0)
+        supervised_tokens[b] = supervised
         if supervised > 0:
             coverage[b] = keep.sum() / supervised
+        n_t, n_s = len(row.teacher_chunks), len(row.student_chunks)
+        ok_t = (np.arange(n_t) < tkept[b]) & (tplen[b] + np.arange(n_t) >= 1)
+        ok_s = (np.arange(n_s) < skept[b]) & (splen[b] + np.arange(n_s) >= 1)
+        ct, cs, next_chunk = _chunk_ids(
+            row.teacher_chunks, ok_t, row.student_chunks, ok_s, next_chunk
+        )
+        t_chunk[b, tstart[b] : tstart[b] + tkept[b]] = ct[: tkept[b]]
+        s_chunk[b, sstart[b] : sstart[b] + skept[b]] = cs[: skept[b]]
     return DSKDBatch(
         teacher_input_ids=tids,
         teacher_attention_mask=tmask,
         teacher_labels=tlab,
+        teacher_chunk_ids=torch.from_numpy(t_chunk),
         student_input_ids=sids,
         student_attention_mask=smask,
         student_labels=slab,
+        student_chunk_ids=torch.from_numpy(s_chunk),
         align_batch=_cat(bs),
         align_teacher_pos=_cat(tp),
         align_student_pos=_cat(sp),
+        supervised_tokens=torch.from_numpy(supervised_tokens),
         coverage=torch.from_numpy(coverage),
     )
 
@@ -246,10 +298,8 @@ class DSKDCollator:
         state["_aligner"] = None
         return state
 
-    def responses(
-        self, texts: list[str]
-    ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-        """Teacher ids, student ids and response-local pairs ``[K, 2]`` of every response text."""
+    def responses(self, texts: list[str]) -> Responses:
+        """Every response text tokenized on both sides and aligned (response-local indices)."""
         if self.same_tokenizer:
             enc = (
                 self.student_tokenizer(texts, add_special_tokens=False)["input_ids"]
@@ -257,26 +307,31 @@ class DSKDCollator:
                 else []
             )
             ids = [np.asarray(e, dtype=np.int64) for e in enc]
-            pairs = [np.repeat(np.arange(len(e), dtype=np.int64)[:, None], 2, axis=1) for e in ids]
-            return ids, ids, pairs
+            ar = [np.arange(len(e), dtype=np.int64) for e in ids]
+            pairs = [np.repeat(a[:, None], 2, axis=1) for a in ar]
+            return Responses(ids, list(ids), pairs, ar, list(ar))
         ba = self.aligner.batch(texts, num_threads=self.num_threads)
         ts, ss, ps = ba.teacher_splits, ba.student_splits, ba.pair_splits
-        t_ids = [ba.teacher_ids[ts[i] : ts[i + 1]] for i in range(len(texts))]
-        s_ids = [ba.student_ids[ss[i] : ss[i + 1]] for i in range(len(texts))]
-        pairs = [ba.pairs[ps[i] : ps[i + 1]] for i in range(len(texts))]
-        return t_ids, s_ids, pairs
+        n = range(len(texts))
+        return Responses(
+            [ba.teacher_ids[ts[i] : ts[i + 1]] for i in n],
+            [ba.student_ids[ss[i] : ss[i + 1]] for i in n],
+            [ba.pairs[ps[i] : ps[i + 1]] for i in n],
+            [ba.teacher_chunks[ts[i] : ts[i + 1]] for i in n],
+            [ba.student_chunks[ss[i] : ss[i + 1]] for i in n],
+        )
 
     def rows(
         self,
         prompts: Sequence[Any],
-        t_resp: list[np.ndarray],
-        s_resp: list[np.ndarray],
-        pairs: list[np.ndarray],
+        resp: Responses,
         student_prompts: list[list[int]] | None = None,
         has_eos: Sequence[bool] | None = None,
     ) -> list[RowTokens]:
-        """Per-row tokens from prompts and tokenized, aligned responses; adds both EOS and their
-        pair unless ``has_eos[i]`` is False. ``student_prompts`` replaces the rendered ones."""
+        """Per-row tokens from prompts and tokenized, aligned responses; adds both EOS, their
+        pair and their chunk unless ``has_eos[i]`` is False. ``student_prompts`` replaces the
+        rendered ones."""
+        t_resp, s_resp, pairs = resp.teacher_ids, resp.student_ids, resp.pairs
         t_prompt = self.renderers["teacher"].ids(prompts)
         s_prompt = (
             student_prompts
@@ -287,18 +342,23 @@ class DSKDCollator:
         out = []
         for i in range(len(prompts)):
             pr = pairs[i].reshape(-1, 2)
+            ct = np.asarray(resp.teacher_chunks[i], np.int64)
+            cs = np.asarray(resp.student_chunks[i], np.int64)
             eos = has_eos is None or has_eos[i]
             if eos and te is not None and se is not None:
                 pr = np.concatenate([pr, [[len(t_resp[i]), len(s_resp[i])]]]).astype(np.int64)
+                end = max(int(ct.max(initial=-1)), int(cs.max(initial=-1))) + 1
+                ct, cs = np.append(ct, end), np.append(cs, end)  # the EOS pair: its own chunk
             row_te, row_se = (te, se) if eos else (None, None)
             out.append(
-                RowTokens(t_prompt[i], s_prompt[i], t_resp[i], s_resp[i], pr, row_te, row_se)
+                RowTokens(
+                    t_prompt[i], s_prompt[i], t_resp[i], s_resp[i], pr, row_te, row_se, ct, cs
+                )
             )
         return out
 
     def __call__(self, batch: Sequence[Mapping[str, Any]]) -> DSKDBatch:
         split = [split_row(row) for row in batch]
         prompts = [p for p, _ in split]
-        t_resp, s_resp, pairs = self.responses([r for _, r in split])
-        rows = self.rows(prompts, t_resp, s_resp, pairs)
+        rows = self.rows(prompts, self.responses([r for _, r in split]))
         return assemble(rows, self.specs["teacher"], self.specs["student"])

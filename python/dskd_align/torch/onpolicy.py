@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dskd_align import CoreTokenizer, align_encodings, load_core
+from dskd_align import Alignment, CoreTokenizer, align_encodings, load_core
 from dskd_align.tokenizers import char_offsets
 from dskd_align.torch.collate import DSKDCollator, assemble
 from dskd_align.torch.data import DSKDBatch, Messages
@@ -192,17 +192,19 @@ class OnPolicyBatcher:
         s_prompts = self._student_prompts(prompts, generated, prompt_length, attention_mask)
         decoded = [self.decode(g) for g in generated[:, prompt_length:].tolist()]
         texts = [d.text for d in decoded]
-        t_resp, s_resp, pairs = c.responses(texts)
+        resp = c.responses(texts)
         for b, d in enumerate(decoded):
-            if np.array_equal(s_resp[b], d.ids):
+            if np.array_equal(resp.student_ids[b], d.ids):
                 continue  # the student's tokenizer reproduces its samples: collator path
-            t_resp[b], pairs[b] = self._align_generated(d)
-            s_resp[b] = d.ids
-        rows_t = c.rows(prompts, t_resp, s_resp, pairs, s_prompts, [d.has_eos for d in decoded])
+            al = self._align_generated(d)
+            resp.teacher_ids[b], resp.pairs[b] = al.teacher_ids, al.pairs.reshape(-1, 2)
+            resp.teacher_chunks[b], resp.student_chunks[b] = al.teacher_chunks, al.student_chunks
+            resp.student_ids[b] = d.ids
+        rows_t = c.rows(prompts, resp, s_prompts, [d.has_eos for d in decoded])
         return assemble(rows_t, c.specs["teacher"], c.specs["student"])
 
-    def _align_generated(self, d: DecodedResponse) -> tuple[np.ndarray, np.ndarray]:
-        """Teacher ids of ``d.text`` and pairs against the generated ids (step 4)."""
+    def _align_generated(self, d: DecodedResponse) -> Alignment:
+        """``d.text`` on the teacher side aligned with the generated ids (step 4)."""
         c = self.collator
         t_enc = c.teacher_tokenizer(
             d.text,
@@ -230,4 +232,4 @@ class OnPolicyBatcher:
             teacher_token_bytes=core if c.same_tokenizer else c.aligner.teacher,
             student_token_bytes=core,
         )
-        return t_ids, np.asarray(al.pairs, np.int64).reshape(-1, 2)
+        return al
