@@ -17,9 +17,25 @@ from dskd_align.torch.projector import (
 )
 from dskd_align.torch.vocab import VocabMap, raw_string_overlap
 
+
+def __getattr__(name: str) -> object:
+    # The trainer and its config import transformers.Trainer and accelerate: load on first use.
+    if name == "DSKDTrainer":
+        from dskd_align.torch.trainer import DSKDTrainer
+
+        return DSKDTrainer
+    if name == "DSKDConfig":
+        from dskd_align.torch.config import DSKDConfig
+
+        return DSKDConfig
+    raise AttributeError(f"module 'dskd_align.torch' has no attribute {name!r}")
+
+
 __all__ = [
     "DSKDBatch",
     "DSKDCollator",
+    "DSKDConfig",
+    "DSKDTrainer",
     "DecodedResponse",
     "DualSpaceKDLoss",
     "OnPolicyBatcher",
