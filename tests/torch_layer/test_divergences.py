@@ -157,7 +157,8 @@ def test_rows_entirely_masked_but_one(name):
 
 
 def test_one_sided_mask():
-    """Teacher masks an entry: p = 0 there, so FKL stays finite; RKL is truly infinite."""
+    """Teacher masks an entry: p = 0 there, so FKL is the plain formula; RKL weights that entry by
+    q > 0, so its log p counts as log(tiny) (finite, large) instead of -inf."""
     s, t = _pair(n=3, v=8, seed=8)
     t = t.clone()
     t[:, 3] = float("-inf")
@@ -166,9 +167,32 @@ def test_one_sided_mask():
     assert torch.isfinite(fkl).all()
     fkl.sum().backward()
     assert torch.isfinite(s.grad).all()
-    assert torch.isinf(reverse_kl(s.detach(), t)).all()
-    # Skewed KLs mix in the other side, so they stay finite where plain KL does not.
+    lq, lp = torch.log_softmax(s.detach(), -1), torch.log_softmax(t, -1)
+    lp_floor = lp.masked_fill(torch.isneginf(lp), math.log(torch.finfo(torch.float64).tiny))
+    expect = (lq.exp() * (lq - lp_floor)).sum(-1)
+    torch.testing.assert_close(reverse_kl(s.detach(), t), expect, rtol=1e-12, atol=0)
+    assert (expect > 700 * lq.exp()[:, 3]).all()  # dominated by the ruled-out entry
+    # Skewed KLs mix in the other side, so they stay finite without the floor.
     assert torch.isfinite(skewed_reverse_kl(s.detach(), t)).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("side", ["teacher", "student"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_sided_neg_inf_gives_finite_gradients(name, side, dtype):
+    """Issue 10: reverse_kl and adaptive_kl gave NaN gradients where forward_kl did not. A -inf
+    logit on either side alone now gives a finite value and finite gradients for every
+    divergence, to both inputs; the gradient moves student mass off a teacher-masked entry."""
+    s, t = (x.to(dtype) for x in _pair(n=4, v=9, seed=21))
+    (t if side == "teacher" else s)[:, 2] = float("-inf")
+    s.requires_grad_()
+    t.requires_grad_()
+    out = get_divergence(name)(s, t, 1.5)
+    assert torch.isfinite(out).all()
+    out.sum().backward()
+    assert torch.isfinite(s.grad).all() and torch.isfinite(t.grad).all()
+    if side == "teacher" and name in ("reverse_kl", "adaptive_kl"):
+        assert (s.grad[:, 2] > 0).all()  # descent lowers the student's logit on that entry
 
 
 @pytest.mark.parametrize("name", NAMES)

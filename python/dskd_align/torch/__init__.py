@@ -8,7 +8,9 @@ Data side: :class:`VocabMap` (byte-canonical overlap O and the t2s/s2t maps), :c
 
 from dskd_align.torch.collate import DSKDCollator
 from dskd_align.torch.data import DSKDBatch, split_row
+from dskd_align.torch.heads import HiddenStateError
 from dskd_align.torch.losses import DualSpaceKDLoss
+from dskd_align.torch.objectives import LOSS_NAMES, build_loss
 from dskd_align.torch.onpolicy import DecodedResponse, OnPolicyBatcher
 from dskd_align.torch.projector import (
     StudentToTeacherProjector,
@@ -38,9 +40,12 @@ __all__ = [
     "DSKDTrainer",
     "DecodedResponse",
     "DualSpaceKDLoss",
+    "HiddenStateError",
+    "LOSS_NAMES",
     "OnPolicyBatcher",
     "StudentToTeacherProjector",
     "VocabMap",
+    "build_loss",
     "init_t2s_projector",
     "projector_param_group",
     "raw_string_overlap",

@@ -23,7 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["ChunkFn", "chunked_sums"]
+from dskd_align.torch.heads import lm_logits
+
+__all__ = ["ChunkFn", "chunked_sums", "token_log_probs"]
 
 ChunkFn = Callable[..., tuple[tuple[Tensor, ...], tuple[Tensor, ...]]]
 
@@ -150,3 +152,96 @@ def _add_chunks(
             list(c_counts) if not counts else [a + b for a, b in zip(counts, c_counts, strict=True)]
         )
     return sums, counts
+
+
+class _TokenLogProbs(torch.autograd.Function):
+    """``log softmax(z_i / T_k)[y_ik]`` for every row ``i`` and target set ``k``, in row chunks.
+
+    Unlike ``_ChunkedSums`` the output is a vector per row (a segment reduction follows, so the
+    gradient with respect to each row's value is only known in ``backward``); the chunk's logits
+    are therefore recomputed in ``backward`` (one extra head matmul per chunk, about 4/3 of plain
+    autograd's cost) instead of being kept: peak memory holds one ``[chunk, V]`` block.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, h: Tensor, weight: Tensor, bias: Any, targets: Tensor, temps: Any,
+                chunk_size: int) -> Tensor:  # fmt: skip
+        n_rows = h.shape[0]
+        out_dtype = torch.promote_types(weight.dtype, torch.float32)
+        out = h.new_zeros((n_rows, len(temps)), dtype=out_dtype)  # [N, K]
+        for start in range(0, n_rows, chunk_size):
+            stop = min(start + chunk_size, n_rows)
+            z = lm_logits(h[start:stop], weight, bias)  # [n, V]
+            out[start:stop] = _gather_log_probs(z, targets[start:stop], temps)
+            del z
+        ctx.save_for_backward(h, weight, bias, targets)
+        ctx.temps, ctx.chunk_size = temps, chunk_size
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> Any:
+        h, weight, bias, targets = ctx.saved_tensors
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        acc = torch.promote_types(weight.dtype, torch.float32)
+        grad_h = torch.zeros_like(h) if need_h else None
+        grad_w = weight.new_zeros(weight.shape, dtype=acc) if need_w else None
+        grad_b = weight.new_zeros(weight.shape[0], dtype=acc) if need_b else None
+        for start in range(0, h.shape[0], ctx.chunk_size):
+            stop = min(start + ctx.chunk_size, h.shape[0])
+            z = lm_logits(h[start:stop], weight, bias)  # [n, V]
+            gz = torch.zeros_like(z)  # d out / d z, [n, V]
+            for k, t in enumerate(ctx.temps):
+                y = targets[start:stop, k]  # [n]
+                g = torch.where(y >= 0, grad_out[start:stop, k].to(z.dtype), 0.0) / t  # [n]
+                gz -= g[:, None] * torch.softmax(z / t, dim=-1)
+                gz.scatter_add_(1, y.clamp_min(0)[:, None], g[:, None])
+            if grad_h is not None:
+                grad_h[start:stop] = (gz.to(weight.dtype) @ weight).to(h.dtype)  # [n, d]
+            if grad_w is not None:
+                grad_w += (gz.T.to(weight.dtype) @ h[start:stop].to(weight.dtype)).to(acc)
+            if grad_b is not None:
+                grad_b += gz.sum(0).to(acc)
+            del z, gz
+        if grad_w is not None:
+            grad_w = grad_w.to(weight.dtype)
+        if grad_b is not None:
+            grad_b = grad_b.to(bias.dtype)
+        return grad_h, grad_w, grad_b, None, None, None
+
+
+def _gather_log_probs(z: Tensor, targets: Tensor, temps: Any) -> Tensor:
+    """``[n, V]`` logits, ``[n, K]`` targets (-1: none, gives 0) -> ``[n, K]`` log-probs."""
+    cols = []
+    for k, t in enumerate(temps):
+        y = targets[:, k]
+        zt = z / t
+        lp = zt.gather(1, y.clamp_min(0)[:, None]).squeeze(1) - torch.logsumexp(zt, dim=-1)
+        cols.append(torch.where(y >= 0, lp, 0.0))
+    return torch.stack(cols, dim=1) if cols else z.new_zeros((z.shape[0], 0))
+
+
+def token_log_probs(
+    h: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    targets: Tensor,
+    temperatures: tuple[float, ...],
+    chunk_size: int | None,
+) -> Tensor:
+    """Per-row log-probabilities of target tokens, memory-bounded.
+
+    ``h`` ``[N, d]`` rows (prediction positions), ``weight`` ``[V, d]`` (``nn.Linear`` layout),
+    ``bias`` ``[V]`` or None, ``targets`` ``[N, K]`` int64 (``-1``: no target, the value is 0 and
+    gets no gradient), one temperature per target column. Returns ``[N, K]`` (float32, float64
+    for a float64 head) with ``out[i, k] = log_softmax(z_i / T_k)[targets[i, k]]``.
+    ``chunk_size=None`` is the naive reference (plain autograd on all rows at once).
+    """
+    temps = tuple(float(t) for t in temperatures)
+    if targets.shape != (h.shape[0], len(temps)):
+        raise ValueError(f"targets must be [N={h.shape[0]}, K={len(temps)}]")
+    if chunk_size is None:
+        return _gather_log_probs(lm_logits(h, weight, bias), targets, temps)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
+    return _TokenLogProbs.apply(h, weight, bias, targets, temps, chunk_size)

@@ -13,8 +13,13 @@ Numerics:
 - ``0 * log 0 = 0``: vocabulary entries masked with ``-inf`` logits (on one side or both) contribute
   exactly 0 to the sum where their weight is 0, in the value and in the gradient. The log terms
   are masked *before* they are multiplied, because ``where``/``masked_fill`` after the product
-  still lets ``0 * inf = nan`` into the backward pass. A truly infinite divergence (the weight is
-  positive where the other side is ``-inf``) stays ``inf``; that is the correct value.
+  still lets ``0 * inf = nan`` into the backward pass.
+- One-sided ``-inf``: where the weighting side puts mass on an entry the other side rules out
+  (``-inf`` logit: reverse KL with a masked teacher entry, forward KL with a masked student
+  entry), the true divergence is infinite and its gradient ``inf - inf = NaN``. Such a log
+  probability counts as ``log(tiny)`` instead (the smallest normal float of the dtype: -87.3 in
+  float32, -708.4 in float64), so the value is large but finite and the gradient finite and
+  pointing the right way (mass moves off the ruled-out entry). Finite logits are never changed.
 """
 
 from __future__ import annotations
@@ -72,9 +77,11 @@ def _weighted_log_ratio(w: Tensor, log_a: Tensor, log_b: Tensor) -> Tensor:
     """``sum_v w (log_a - log_b)``, terms of zero weight exactly 0 (value and gradient). ``[N]``.
 
     Masking both logs where ``w == 0`` removes ``-inf - -inf`` and ``0 * inf`` before they can
-    appear, so neither the forward nor the backward pass sees a NaN.
+    appear, so neither the forward nor the backward pass sees a NaN; a ``-inf`` in ``log_b``
+    where ``w > 0`` counts as ``log(tiny)`` (module notes).
     """
     zero = w == 0
+    log_b = log_b.masked_fill(torch.isneginf(log_b), math.log(torch.finfo(log_b.dtype).tiny))
     return (w * (log_a.masked_fill(zero, 0.0) - log_b.masked_fill(zero, 0.0))).sum(-1)
 
 
