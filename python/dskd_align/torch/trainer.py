@@ -44,7 +44,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback
 
 from dskd_align.torch.collate import DSKDCollator
 from dskd_align.torch.config import DSKDConfig
@@ -114,6 +114,17 @@ class _RowsCollator:
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         return {"batch": self.collator(rows), "rows": list(rows)}
+
+
+class _ZeroLossGrads(TrainerCallback):
+    """The Trainer zeroes the model's gradients after each optimizer step, not those of parameters
+    outside the model: without this the projectors' gradients would pile up across steps."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.module.zero_grad(set_to_none=True)
 
 
 class DSKDTrainer(Trainer):
@@ -188,6 +199,7 @@ class DSKDTrainer(Trainer):
         self.teacher = teacher_model.to(device=self.args.device, dtype=dtype).eval()
         self.teacher.requires_grad_(False)
         self.loss_module.to(self.args.device)
+        self.add_callback(_ZeroLossGrads(self.loss_module))
         self.collator, self.vocab_map = collator, vocab_map
         self.onpolicy = OnPolicyBatcher(collator)
         self.needs_teacher = args.loss != "sft" or args.seq_kd
