@@ -10,6 +10,9 @@ from torch.utils.data import DataLoader
 import dskd_align
 from dskd_align.torch import DSKDBatch, DSKDCollator
 
+# The trained student has no chat template: rows with messages need plain rendering on both sides.
+PLAIN = {"use_chat_template": False}
+
 ROWS = [
     {"prompt": "Write a haiku.", "response": "Leaves fall in the wind,\nred and gold 🙂 —"},
     {"prompt": "Say hi in Russian", "response": "Привет, мир! ǅ𝔘 tabs\tand  spaces"},
@@ -24,14 +27,19 @@ ROWS = [
 ]
 
 
-def _expected_prompt(tok, row, use_template=True) -> list[int]:
+def _templated(row, use_chat_template) -> bool:
+    """The rendering policy: chat rows through the templates unless forced either way."""
+    return "messages" in row if use_chat_template is None else use_chat_template
+
+
+def _expected_prompt(tok, row, use_template) -> list[int]:
     """The prompt ids by the tokenizer's own calls (independent of the collator's rendering)."""
     if "messages" in row:
         msgs = row["messages"][:-1]
         plain = "\n\n".join(m["content"] for m in msgs)
     else:
         msgs, plain = [{"role": "user", "content": row["prompt"]}], row["prompt"]
-    if use_template and tok.chat_template:
+    if use_template:
         # return_dict: transformers v4 returns a bare id list by default, v5 a dict.
         out = tok.apply_chat_template(msgs, add_generation_prompt=True, return_dict=True)
         return list(out["input_ids"])
@@ -80,13 +88,15 @@ def check_batch(batch: DSKDBatch, c: DSKDCollator, rows, t_max=None, s_max=None)
         al = dskd_align.align(t, s, resp)
         pairs = [tuple(p) for p in al.pairs.tolist()]
         layout = {}
+        templated = _templated(row, c.use_chat_template)
+        ends = dict(zip(("teacher", "student"), c.end_ids(templated), strict=True))
         for side, tok, mx in (("teacher", t, t_max), ("student", s, s_max)):
-            prompt = _expected_prompt(tok, row, c.use_chat_template)
+            prompt = _expected_prompt(tok, row, templated)
             ids = tok(resp, add_special_tokens=False)["input_ids"]
             assert ids == (al.teacher_ids if side == "teacher" else al.student_ids).tolist()
             if mx is not None:
                 prompt = prompt[-mx:]
-            tail = (ids + [tok.eos_token_id])[: None if mx is None else mx - len(prompt)]
+            tail = (ids + [ends[side]])[: None if mx is None else mx - len(prompt)]
             mask = batch[f"{side}_attention_mask"][b]
             n = int(mask.sum())
             assert n == len(prompt) + len(tail)
@@ -107,12 +117,12 @@ def check_batch(batch: DSKDBatch, c: DSKDCollator, rows, t_max=None, s_max=None)
         chunks = _expected_chunks(al, c.same_tokenizer, (t0, tp, tk), (s0, sp, sk))
         assert _batch_chunks(batch, b) == chunks
     assert emitted == expected
-    # Each pair's two tokens stand for the same text (or are both the EOS).
+    # Each pair's two tokens stand for the same text (or are both the row's end token).
     for b, i, j in emitted:
         ti = int(batch.teacher_input_ids[b, i + 1])
         sj = int(batch.student_input_ids[b, j + 1])
-        if ti == t.eos_token_id and ct.is_special(ti):
-            assert sj == s.eos_token_id
+        if ct.is_special(ti):
+            assert (ti, sj) == c.end_ids(_templated(rows[b], c.use_chat_template))
         else:
             assert _key(ct.token_bytes(ti)) == _key(cs.token_bytes(sj)), (b, i, j)
         assert batch.teacher_labels[b, i + 1] == ti and batch.student_labels[b, j + 1] == sj
@@ -186,21 +196,25 @@ def check_chunk_ids(batch: DSKDBatch, ct, cs) -> None:
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
 def test_trained_pair_matches_core(teacher_tok, student_tok, padding_side):
-    c = DSKDCollator(teacher_tok, student_tok, padding_side=padding_side)
+    # The student has no chat template: the chat row is rendered plain on both sides.
+    c = DSKDCollator(teacher_tok, student_tok, padding_side=padding_side, use_chat_template=False)
     check_batch(c(ROWS), c, ROWS)
     assert not c.same_tokenizer
+    auto = DSKDCollator(teacher_tok, student_tok, padding_side=padding_side)
+    check_batch(auto(ROWS[:3]), auto, ROWS[:3])
 
 
-def test_trained_pair_both_templates(teacher_tok, student_chat_tok):
-    c = DSKDCollator(student_chat_tok, teacher_tok, padding_side="left")
+@pytest.mark.parametrize("use_chat_template", [None, True, False])
+def test_trained_pair_both_templates(teacher_tok, student_chat_tok, use_chat_template):
+    c = DSKDCollator(
+        student_chat_tok, teacher_tok, padding_side="left", use_chat_template=use_chat_template
+    )
     check_batch(c(ROWS), c, ROWS)
-    plain = DSKDCollator(student_chat_tok, teacher_tok, use_chat_template=False)
-    check_batch(plain(ROWS), plain, ROWS)
 
 
 def test_left_and_right_padding_give_the_same_pairs_after_shifting(teacher_tok, student_tok):
-    right = DSKDCollator(teacher_tok, student_tok, padding_side="right")(ROWS)
-    left = DSKDCollator(teacher_tok, student_tok, padding_side="left")(ROWS)
+    right = DSKDCollator(teacher_tok, student_tok, padding_side="right", **PLAIN)(ROWS)
+    left = DSKDCollator(teacher_tok, student_tok, padding_side="left", **PLAIN)(ROWS)
     shift_t = (left.teacher_attention_mask == 0).sum(1)  # left padding per row
     shift_s = (left.student_attention_mask == 0).sum(1)
     assert torch.equal(left.align_batch, right.align_batch)
@@ -211,11 +225,11 @@ def test_left_and_right_padding_give_the_same_pairs_after_shifting(teacher_tok, 
 
 @pytest.mark.parametrize("t_max,s_max", [(30, 12), (12, 30), (8, 8), (3, 40)])
 def test_truncation(teacher_tok, student_tok, t_max, s_max):
-    c = DSKDCollator(teacher_tok, student_tok, max_length=s_max, teacher_max_length=t_max)
+    c = DSKDCollator(teacher_tok, student_tok, max_length=s_max, teacher_max_length=t_max, **PLAIN)
     batch = c(ROWS)
     assert batch.teacher_input_ids.shape[1] <= t_max and batch.student_input_ids.shape[1] <= s_max
     check_batch(batch, c, ROWS, t_max, s_max)
-    full = DSKDCollator(teacher_tok, student_tok)(ROWS)
+    full = DSKDCollator(teacher_tok, student_tok, **PLAIN)(ROWS)
     # Pairs that survive truncation are pairs of the untruncated batch (prompts unchanged here
     # when they fit; compared through the tokens they predict).
     assert batch.num_pairs <= full.num_pairs
@@ -260,7 +274,7 @@ def test_same_tokenizer_is_identity(teacher_tok):
 
 
 def test_mapping_interface_and_errors(teacher_tok, student_tok):
-    batch = DSKDCollator(teacher_tok, student_tok, pad_to_multiple_of=8)(ROWS)
+    batch = DSKDCollator(teacher_tok, student_tok, pad_to_multiple_of=8, **PLAIN)(ROWS)
     assert batch.student_input_ids.shape[1] % 8 == 0
     assert set(batch) >= {"teacher_input_ids", "align_batch", "coverage"} and "nope" not in batch
     assert batch.side("student")["input_ids"] is batch.student_input_ids
@@ -279,6 +293,8 @@ def test_mapping_interface_and_errors(teacher_tok, student_tok):
         DSKDCollator(teacher_tok, student_tok)([{"text": "x"}])
     with pytest.raises(ValueError, match="assistant"):
         DSKDCollator(teacher_tok, student_tok)([{"messages": [{"role": "user", "content": "x"}]}])
+    with pytest.raises(ValueError, match="chat template"):
+        DSKDCollator(teacher_tok, student_tok)(ROWS[3:])
 
 
 def _batches_equal(a: DSKDBatch, b: DSKDBatch) -> bool:
@@ -311,7 +327,7 @@ def test_dataloader_workers(teacher_tok, student_tok, rows, context):
 @pytest.mark.parametrize("padding_side", ["right", "left"])
 def test_real_pairs_on_corpora(real_tok, rows, pair, padding_side):
     t, s = real_tok(pair[0]), real_tok(pair[1])
-    c = DSKDCollator(t, s, padding_side=padding_side, max_length=256, num_threads=2)
+    c = DSKDCollator(t, s, padding_side=padding_side, max_length=256, num_threads=2, **PLAIN)
     data = rows[:: max(1, len(rows) // 24)] + ROWS
     batch = c(data)
     check_batch(batch, c, data, 256, 256)

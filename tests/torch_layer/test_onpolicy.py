@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from dskd_align.torch import DSKDCollator, OnPolicyBatcher
+from dskd_align.torch.onpolicy import prompt_of
 
 ROWS = [
     {"prompt": "Write a haiku.", "response": "Leaves fall in the wind,\nred and gold 🙂 —"},
@@ -39,11 +40,24 @@ def _equal(a, b) -> list[str]:
     return [k for k in a if not torch.equal(a[k], b[k])]
 
 
-def _same_as_collator(teacher, student, rows, padding_side="right", max_length=None):
-    c = DSKDCollator(teacher, student, padding_side=padding_side, max_length=max_length)
+def _same_as_collator(
+    teacher, student, rows, padding_side="right", max_length=None, use_chat_template=False
+):
+    # The trained student has no chat template: the messages row is rendered plain on both sides.
+    c = DSKDCollator(
+        teacher,
+        student,
+        padding_side=padding_side,
+        max_length=max_length,
+        use_chat_template=use_chat_template,
+    )
     ob = OnPolicyBatcher(c)
-    eos = student.eos_token_id
-    responses = [student(_response(r), add_special_tokens=False)["input_ids"] + [eos] for r in rows]
+    # Each row ends with its end token: the turn-end on templated rows, else the EOS.
+    ends = [c.end_ids(c.templated(prompt_of(r)))[1] for r in rows]
+    responses = [
+        student(_response(r), add_special_tokens=False)["input_ids"] + [e]
+        for r, e in zip(rows, ends, strict=True)
+    ]
     gen, gi = _generate(ob, rows, responses)
     gold = c(rows)
     for mask in (None, gi["attention_mask"]):
@@ -56,6 +70,16 @@ def _same_as_collator(teacher, student, rows, padding_side="right", max_length=N
 def test_trained_pair_equals_collator(teacher_tok, student_tok, padding_side):
     _same_as_collator(teacher_tok, student_tok, ROWS, padding_side)
     _same_as_collator(student_tok, teacher_tok, ROWS, padding_side, max_length=24)
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_chat_rows_end_with_each_sides_turn_end(teacher_tok, student_chat_tok, padding_side):
+    """Templated rows: the ChatML side generates and learns <|im_end|>, the other its EOS."""
+    c, _ = _same_as_collator(student_chat_tok, teacher_tok, ROWS, padding_side, None, None)
+    im_end = teacher_tok.convert_tokens_to_ids("<|im_end|>")
+    assert c.end_ids(True) == (student_chat_tok.eos_token_id, im_end)
+    assert c.end_ids(False) == (student_chat_tok.eos_token_id, teacher_tok.eos_token_id)
+    _same_as_collator(teacher_tok, student_chat_tok, ROWS, padding_side, 24, True)
 
 
 def test_decode_is_exact_with_dummy_prefix(teacher_tok, student_tok):

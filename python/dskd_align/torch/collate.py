@@ -1,25 +1,30 @@
-"""``DSKDCollator``: rows of (prompt, response) to a padded teacher/student batch with exact pairs.
+"""``DSKDCollator``: dataset rows to a padded teacher/student batch with exact pairs and chunks.
 
-Per row and side: ``prompt ids (own chat template) + response ids + EOS``. The response text is
-the same on both sides and tokenized on its own, by the Rust core in one batch call that also
-aligns it (ids equal the tokenizer's ``add_special_tokens=False`` output); the EOS pair is added
-by hand. Pairs become prediction positions (ALIGNMENT.md, "For causal-LM distillation").
+Per row and side: ``prompt ids + response ids + end token``. Rows are read by ``formats.py``
+(TRL's formats and ``prompt``/``response``); prompts are rendered the same way on both sides and
+responses end with each side's turn-end token (``render.py``); padding and truncation are in
+``assemble.py``.
+
+Tokenization, two modes:
+
+- default (``tokenize_jointly=False``): the response text is tokenized on its own, the same text
+  on both sides, by the Rust core in one batch call that also aligns it (ids equal the
+  tokenizer's ``add_special_tokens=False`` output of the response). A SentencePiece side then
+  starts the response with its dummy prefix (``▁Natal|ia``);
+- ``tokenize_jointly=True``: each side tokenizes ``rendered prompt + response`` as one text, so
+  the ids are what ``apply_chat_template`` (or tokenizing the full text) gives and what the model
+  sees at inference (``N|atal|ia``); only the response part is aligned (``joint.py``).
 
 Choices recorded here:
 
-- **Truncation** (``max_length`` per side): the response is cut from the right (its EOS goes
-  first); pairs whose token is cut on either side are dropped. A prompt longer than
-  ``max_length`` keeps its *tail* (the tokens next to the response, which condition it most), and
-  the row then has no supervised tokens; a warning would be noise in a data pipeline, so
-  ``coverage`` and empty labels are the signal.
-- A response token at absolute index 0 (empty prompt, no BOS) has no prediction position, so it
-  carries no pair (its label stays; models ignore the first label when shifting).
-- **Padding** uses ``pad_token_id``, else ``eos_token_id`` (masked out either way); positions
-  include the left-padding offset.
+- The end pair (each side's end token, ``render.py``) is added by hand after the response; it is
+  one exact pair and one 1x1 chunk.
 - **Same tokenizer** on both sides (the same object or the same tokenizer.json): no alignment; the
-  pairs are the identity over the response and EOS.
+  pairs and the chunks are the identity over the response and the end token.
 - ``num_threads=1`` (default) keeps the core single-threaded, the safe choice in forked
   DataLoader workers; the core's aligner is rebuilt lazily after unpickling (spawn workers).
+- Rows made by :func:`dskd_align.torch.precompute_alignments` (``dskd_*`` columns) skip
+  tokenization and alignment; the batch is identical to the one built from the raw rows.
 """
 
 from __future__ import annotations
@@ -29,182 +34,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from dskd_align import Aligner
 from dskd_align.tokenizers import tokenizer_json
-from dskd_align.torch.data import DSKDBatch, PromptRenderer, split_row
+from dskd_align.torch.assemble import Responses, RowTokens, SideSpec, Tokenized, assemble
+from dskd_align.torch.data import DSKDBatch
+from dskd_align.torch.formats import Messages, split_row
+from dskd_align.torch.render import (
+    PromptRenderer,
+    TemplateError,
+    is_conversational,
+    turn_end_token_id,
+)
 
 __all__ = ["DSKDCollator", "RowTokens", "assemble"]
 
-
-@dataclass(frozen=True)
-class RowTokens:
-    """One row before padding. Response-local indices: ``pairs [K, 2]`` int64 (teacher, student)
-    into ``teacher_response``/``student_response`` (int64), with the EOS pair already included
-    (index ``len(response)``) when ``*_eos`` is not None. ``teacher_chunks``/``student_chunks``
-    int64: the chunk id (ALIGNMENT.md rule 5, numbered per row, ``-1`` for special tokens) of every
-    response token, and of the EOS (its own chunk) when ``*_eos`` is not None."""
-
-    teacher_prompt: list[int]
-    student_prompt: list[int]
-    teacher_response: np.ndarray
-    student_response: np.ndarray
-    pairs: np.ndarray
-    teacher_eos: int | None
-    student_eos: int | None
-    teacher_chunks: np.ndarray
-    student_chunks: np.ndarray
-
-
-@dataclass
-class Responses:
-    """Response texts tokenized on both sides and aligned, per row (int64 arrays, response-local
-    indices): ids, ``pairs [K, 2]``, and per token chunk ids (``-1`` for special tokens)."""
-
-    teacher_ids: list[np.ndarray]
-    student_ids: list[np.ndarray]
-    pairs: list[np.ndarray]
-    teacher_chunks: list[np.ndarray]
-    student_chunks: list[np.ndarray]
-
-
-@dataclass(frozen=True)
-class SideSpec:
-    """How one side is truncated and padded."""
-
-    max_length: int | None
-    pad_id: int
-    padding_side: str
-    pad_to_multiple_of: int | None = None
-
-
-def _layout(
-    prompts: list[list[int]], responses: list[np.ndarray], eos: list[int | None], spec: SideSpec
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
-    """Pads one side. Returns ids, mask, labels ``[B, L]`` long, and per row (int64 ``[B]``) the
-    absolute index of response token 0 (``start``), the kept prompt length (``plen``) and how
-    many response tokens (EOS included) were kept (``kept``)."""
-    b = len(prompts)
-    seqs, starts, kept = [], np.zeros(b, np.int64), np.zeros(b, np.int64)
-    plen = np.zeros(b, np.int64)
-    for r, (p, resp, e) in enumerate(zip(prompts, responses, eos, strict=True)):
-        tail = resp if e is None else np.append(resp, e)
-        if spec.max_length is not None:
-            if len(p) > spec.max_length:
-                p = p[len(p) - spec.max_length :]  # keep the prompt's tail
-            tail = tail[: spec.max_length - len(p)]
-        seqs.append((p, tail))
-        kept[r], plen[r] = len(tail), len(p)
-    lengths = [len(p) + len(t) for p, t in seqs]
-    width = max(lengths, default=0)
-    if spec.pad_to_multiple_of:
-        m = spec.pad_to_multiple_of
-        width = -(-width // m) * m
-    ids = np.full((b, width), spec.pad_id, np.int64)
-    labels = np.full((b, width), -100, np.int64)
-    mask = np.zeros((b, width), np.int64)
-    for r, ((p, t), n) in enumerate(zip(seqs, lengths, strict=True)):
-        off = width - n if spec.padding_side == "left" else 0
-        ids[r, off : off + len(p)] = p
-        ids[r, off + len(p) : off + n] = t
-        labels[r, off + len(p) : off + n] = t
-        mask[r, off : off + n] = 1
-        starts[r] = off + len(p)
-    return (
-        torch.from_numpy(ids),
-        torch.from_numpy(mask),
-        torch.from_numpy(labels),
-        starts,
-        plen,
-        kept,
-    )
-
-
-def _cat(parts: list[np.ndarray]) -> torch.Tensor:
-    """Per-row int arrays joined into one ``[A]`` long tensor (empty for an empty batch)."""
-    flat = np.concatenate(parts) if parts else np.zeros(0)
-    return torch.from_numpy(flat.astype(np.int64))
-
-
-def _chunk_ids(
-    ch_t: np.ndarray, ok_t: np.ndarray, ch_s: np.ndarray, ok_s: np.ndarray, first: int
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Batch-global chunk ids of one row's response tokens (``-1`` where dropped) and the next
-    free id. ``ok_*`` [N] bool: the token was kept and has a prediction position. A chunk keeps
-    its id when it has tokens on both sides and all of them are ok (one-sided chunks, like a
-    SentencePiece dummy prefix alone, have nothing to compare)."""
-    live_t, live_s = np.unique(ch_t[ch_t >= 0]), np.unique(ch_s[ch_s >= 0])
-    bad = np.union1d(ch_t[~ok_t], ch_s[~ok_s])
-    valid = np.setdiff1d(np.intersect1d(live_t, live_s), bad)  # sorted = in text order
-
-    def lookup(ch: np.ndarray) -> np.ndarray:
-        k = np.searchsorted(valid, ch).clip(max=max(len(valid) - 1, 0))
-        hit = (valid[k] == ch) if len(valid) else np.zeros(len(ch), bool)
-        return np.where(hit, first + k, -1).astype(np.int64)
-
-    return lookup(ch_t), lookup(ch_s), first + len(valid)
-
-
-def assemble(rows: Sequence[RowTokens], teacher: SideSpec, student: SideSpec) -> DSKDBatch:
-    """Truncates, pads and turns response-local pairs into prediction positions and response
-    chunks into batch-global chunk ids."""
-    tids, tmask, tlab, tstart, tplen, tkept = _layout(
-        [r.teacher_prompt for r in rows],
-        [r.teacher_response for r in rows],
-        [r.teacher_eos for r in rows],
-        teacher,
-    )
-    sids, smask, slab, sstart, splen, skept = _layout(
-        [r.student_prompt for r in rows],
-        [r.student_response for r in rows],
-        [r.student_eos for r in rows],
-        student,
-    )
-    bs, tp, sp = [], [], []
-    coverage = np.zeros(len(rows), np.float32)
-    supervised_tokens = np.zeros(len(rows), np.int64)
-    t_chunk = np.full(tids.shape, -1, np.int64)
-    s_chunk = np.full(sids.shape, -1, np.int64)
-    next_chunk = 0
-    for b, row in enumerate(rows):
-        pr = row.pairs.reshape(-1, 2)
-        t_pos = tstart[b] + pr[:, 0] - 1
-        s_pos = sstart[b] + pr[:, 1] - 1
-        # Inside both kept responses, and each token has a real token before it in its row (the
-        # one whose logits predict it; with left padding the slot before row start is padding).
-        keep = (pr[:, 0] < tkept[b]) & (pr[:, 1] < skept[b])
-        keep &= (tplen[b] + pr[:, 0] >= 1) & (splen[b] + pr[:, 1] >= 1)
-        tp.append(t_pos[keep])
-        sp.append(s_pos[keep])
-        bs.append(np.full(int(keep.sum()), b, np.int64))
-        supervised = int(skept[b]) - int(splen[b] == 0 and skept[b] > 0)
-        supervised_tokens[b] = supervised
-        if supervised > 0:
-            coverage[b] = keep.sum() / supervised
-        n_t, n_s = len(row.teacher_chunks), len(row.student_chunks)
-        ok_t = (np.arange(n_t) < tkept[b]) & (tplen[b] + np.arange(n_t) >= 1)
-        ok_s = (np.arange(n_s) < skept[b]) & (splen[b] + np.arange(n_s) >= 1)
-        ct, cs, next_chunk = _chunk_ids(
-            row.teacher_chunks, ok_t, row.student_chunks, ok_s, next_chunk
-        )
-        t_chunk[b, tstart[b] : tstart[b] + tkept[b]] = ct[: tkept[b]]
-        s_chunk[b, sstart[b] : sstart[b] + skept[b]] = cs[: skept[b]]
-    return DSKDBatch(
-        teacher_input_ids=tids,
-        teacher_attention_mask=tmask,
-        teacher_labels=tlab,
-        teacher_chunk_ids=torch.from_numpy(t_chunk),
-        student_input_ids=sids,
-        student_attention_mask=smask,
-        student_labels=slab,
-        student_chunk_ids=torch.from_numpy(s_chunk),
-        align_batch=_cat(bs),
-        align_teacher_pos=_cat(tp),
-        align_student_pos=_cat(sp),
-        supervised_tokens=torch.from_numpy(supervised_tokens),
-        coverage=torch.from_numpy(coverage),
-    )
+SIDES = ("teacher", "student")
 
 
 def _pad_id(tok: Any) -> int:
@@ -226,11 +71,13 @@ class DSKDCollator:
     ``teacher_tokenizer``/``student_tokenizer``: transformers fast tokenizers. ``max_length``
     applies to both sides unless ``teacher_max_length`` overrides the teacher's (``None``: no
     truncation). ``padding_side``: ``"right"`` or ``"left"``. ``num_threads``: threads inside the
-    core's aligner (0 = all cores). ``add_eos``: end every response with the side's EOS, which is
-    ``tokenizer.eos_token_id`` unless ``teacher_eos_token_id``/``student_eos_token_id`` says
-    otherwise (a chat model whose turns end with another token, e.g. Llama-3's ``<|eot_id|>``;
-    pass the same pair to ``VocabMap(special_pairs=...)``).
-    ``use_chat_template``: render prompts with each side's chat template when it has one.
+    core's aligner (0 = all cores). ``use_chat_template``: ``None`` (plain rows plain, chat rows
+    through each side's template), ``True`` or ``False`` for every row (``render.py``).
+    ``tokenize_jointly``: tokenize prompt + response as one text per side (module notes).
+    ``add_eos``: end every response with the side's end token: its template's turn-end token on
+    templated rows, ``eos_token_id`` on plain rows; ``teacher_eos_token_id``/
+    ``student_eos_token_id`` force one id for every row. Pass :attr:`special_pairs` to
+    ``VocabMap`` so the map pairs the same end tokens.
     """
 
     teacher_tokenizer: Any = field(repr=False)
@@ -242,10 +89,12 @@ class DSKDCollator:
     add_eos: bool = True
     teacher_eos_token_id: int | None = None
     student_eos_token_id: int | None = None
-    use_chat_template: bool = True
+    use_chat_template: bool | None = None
     pad_to_multiple_of: int | None = None
+    tokenize_jointly: bool = False
     same_tokenizer: bool = field(init=False, default=False)
     eos: dict[str, int | None] = field(init=False, repr=False, default_factory=dict)
+    turn_end: dict[str, int | None] = field(init=False, repr=False, default_factory=dict)
     renderers: dict[str, PromptRenderer] = field(init=False, repr=False, default_factory=dict)
     specs: dict[str, SideSpec] = field(init=False, repr=False, default_factory=dict)
     _aligner: Aligner | None = field(init=False, default=None, repr=False, compare=False)
@@ -253,24 +102,32 @@ class DSKDCollator:
     def __post_init__(self) -> None:
         if self.padding_side not in ("right", "left"):
             raise ValueError(f"padding_side must be 'right' or 'left', got {self.padding_side!r}")
+        if self.use_chat_template not in (None, True, False):
+            raise ValueError(
+                f"use_chat_template must be None, True or False, got {self.use_chat_template!r}"
+            )
         for name in ("max_length", "teacher_max_length"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {v}")
-        for side in ("teacher", "student"):
+        self.renderers = {
+            s: PromptRenderer(getattr(self, f"{s}_tokenizer"), self.templated) for s in SIDES
+        }
+        if self.use_chat_template:
+            self._need_templates("use_chat_template=True")
+        for side in SIDES:
             tok = getattr(self, f"{side}_tokenizer")
-            eos = getattr(self, f"{side}_eos_token_id")
-            eos = getattr(tok, "eos_token_id", None) if eos is None else eos
-            if self.add_eos and eos is None:
+            forced = getattr(self, f"{side}_eos_token_id")
+            eos = getattr(tok, "eos_token_id", None) if forced is None else forced
+            turn = forced if forced is not None else turn_end_token_id(tok)
+            if self.add_eos and eos is None and self.use_chat_template is not True:
                 raise ValueError(
-                    f"{side}_tokenizer has no eos_token_id: set tokenizer.eos_token or pass "
-                    "add_eos=False"
+                    f"{side}_tokenizer has no eos_token_id: set tokenizer.eos_token, pass "
+                    f"{side}_eos_token_id, or add_eos=False"
                 )
             self.eos[side] = int(eos) if self.add_eos and eos is not None else None
-        self.renderers = {
-            s: PromptRenderer(getattr(self, f"{s}_tokenizer"), self.use_chat_template)
-            for s in ("teacher", "student")
-        }
+            turn = turn if turn is not None else eos
+            self.turn_end[side] = int(turn) if self.add_eos and turn is not None else None
         self.same_tokenizer = _same_tokenizer(self.teacher_tokenizer, self.student_tokenizer)
         t_max = self.teacher_max_length if self.teacher_max_length is not None else self.max_length
         self.specs = {
@@ -280,10 +137,19 @@ class DSKDCollator:
                 self.padding_side,
                 self.pad_to_multiple_of,
             )
-            for s in ("teacher", "student")
+            for s in SIDES
         }
         if not self.same_tokenizer:
             _ = self.aligner  # build now, so forked workers inherit it instead of each building one
+
+    def _need_templates(self, why: str) -> None:
+        missing = [s for s in SIDES if not self.renderers[s].has_template]
+        if missing:
+            raise TemplateError(
+                f"{why} needs a chat template on both sides; the {' and '.join(missing)} "
+                "tokenizer has none: set tokenizer.chat_template, or pass "
+                "use_chat_template=False to render both sides as plain text"
+            )
 
     @property
     def aligner(self) -> Aligner:
@@ -298,8 +164,42 @@ class DSKDCollator:
         state["_aligner"] = None
         return state
 
+    # ---- rendering policy (render.py) ----
+
+    def templated(self, prompt: str | Messages) -> bool:
+        """Whether a row with this prompt goes through the chat templates (both sides)."""
+        if self.use_chat_template is None and is_conversational(prompt):
+            self._need_templates("a conversational row (a message list)")
+            return True
+        return bool(self.use_chat_template)
+
+    def end_ids(self, templated: bool) -> tuple[int | None, int | None]:
+        """(teacher, student) end token of a row (``None`` with ``add_eos=False``)."""
+        ends = self.turn_end if templated else self.eos
+        return ends["teacher"], ends["student"]
+
+    @property
+    def special_pairs(self) -> list[tuple[int, int]]:
+        """The end pairs this collator emits, for ``VocabMap(special_pairs=...)`` (templated
+        rows' pair first, then the EOS pair where it differs)."""
+        out: list[tuple[int, int]] = []
+        for templated in (True, False):
+            t, s = self.end_ids(templated)
+            if t is not None and s is not None and (t, s) not in out:
+                out.append((t, s))
+        return out
+
+    def prompt_ids(
+        self, side: str, prompts: Sequence[str | Messages], templated: Sequence[bool] | None = None
+    ) -> list[list[int]]:
+        """``side``'s prompt ids of every prompt (BOS included), rendered by the policy."""
+        flags = [self.templated(p) for p in prompts] if templated is None else templated
+        return self.renderers[side].ids(prompts, flags)
+
+    # ---- tokenization and alignment ----
+
     def responses(self, texts: list[str]) -> Responses:
-        """Every response text tokenized on both sides and aligned (response-local indices)."""
+        """Every response text tokenized on its own on both sides and aligned."""
         if self.same_tokenizer:
             enc = (
                 self.student_tokenizer(texts, add_special_tokens=False)["input_ids"]
@@ -307,9 +207,7 @@ class DSKDCollator:
                 else []
             )
             ids = [np.asarray(e, dtype=np.int64) for e in enc]
-            ar = [np.arange(len(e), dtype=np.int64) for e in ids]
-            pairs = [np.repeat(a[:, None], 2, axis=1) for a in ar]
-            return Responses(ids, list(ids), pairs, ar, list(ar))
+            return Responses.identity(ids)
         ba = self.aligner.batch(texts, num_threads=self.num_threads)
         ts, ss, ps = ba.teacher_splits, ba.student_splits, ba.pair_splits
         n = range(len(texts))
@@ -321,44 +219,49 @@ class DSKDCollator:
             [ba.student_chunks[ss[i] : ss[i + 1]] for i in n],
         )
 
-    def rows(
-        self,
-        prompts: Sequence[Any],
-        resp: Responses,
-        student_prompts: list[list[int]] | None = None,
-        has_eos: Sequence[bool] | None = None,
-    ) -> list[RowTokens]:
-        """Per-row tokens from prompts and tokenized, aligned responses; adds both EOS, their
-        pair and their chunk unless ``has_eos[i]`` is False. ``student_prompts`` replaces the
-        rendered ones."""
-        t_resp, s_resp, pairs = resp.teacher_ids, resp.student_ids, resp.pairs
-        t_prompt = self.renderers["teacher"].ids(prompts)
-        s_prompt = (
-            student_prompts
-            if student_prompts is not None
-            else self.renderers["student"].ids(prompts)
+    def tokenize(self, batch: Sequence[Mapping[str, Any]]) -> Tokenized:
+        """Rows to prompt ids and aligned responses (everything but padding)."""
+        split = [split_row(row) for row in batch]
+        prompts = [p for p, _ in split]
+        texts = [r for _, r in split]
+        flags = [self.templated(p) for p in prompts]
+        if self.tokenize_jointly:
+            from dskd_align.torch.joint import joint_tokenize
+
+            return joint_tokenize(self, prompts, flags, texts)
+        return Tokenized(
+            flags,
+            self.prompt_ids("teacher", prompts, flags),
+            self.prompt_ids("student", prompts, flags),
+            self.responses(texts),
         )
-        te, se = self.eos["teacher"], self.eos["student"]
+
+    def rows(self, tok: Tokenized, has_eos: Sequence[bool] | None = None) -> list[RowTokens]:
+        """Per-row tokens; adds both end tokens, their pair and their chunk unless
+        ``has_eos[i]`` is False."""
+        resp = tok.responses
         out = []
-        for i in range(len(prompts)):
-            pr = pairs[i].reshape(-1, 2)
+        for i, templated in enumerate(tok.templated):
+            t_resp, s_resp = resp.teacher_ids[i], resp.student_ids[i]
+            pr = np.asarray(resp.pairs[i], np.int64).reshape(-1, 2)
             ct = np.asarray(resp.teacher_chunks[i], np.int64)
             cs = np.asarray(resp.student_chunks[i], np.int64)
-            eos = has_eos is None or has_eos[i]
-            if eos and te is not None and se is not None:
-                pr = np.concatenate([pr, [[len(t_resp[i]), len(s_resp[i])]]]).astype(np.int64)
+            te, se = self.end_ids(templated)
+            if (has_eos is None or has_eos[i]) and te is not None and se is not None:
+                pr = np.concatenate([pr, [[len(t_resp), len(s_resp)]]]).astype(np.int64)
                 end = max(int(ct.max(initial=-1)), int(cs.max(initial=-1))) + 1
-                ct, cs = np.append(ct, end), np.append(cs, end)  # the EOS pair: its own chunk
-            row_te, row_se = (te, se) if eos else (None, None)
-            out.append(
-                RowTokens(
-                    t_prompt[i], s_prompt[i], t_resp[i], s_resp[i], pr, row_te, row_se, ct, cs
-                )
-            )
+                ct, cs = np.append(ct, end), np.append(cs, end)  # the end pair: its own chunk
+            else:
+                te = se = None
+            prompts = tok.teacher_prompts[i], tok.student_prompts[i]
+            out.append(RowTokens(*prompts, t_resp, s_resp, pr, te, se, ct, cs))
         return out
 
     def __call__(self, batch: Sequence[Mapping[str, Any]]) -> DSKDBatch:
-        split = [split_row(row) for row in batch]
-        prompts = [p for p, _ in split]
-        rows = self.rows(prompts, self.responses([r for _, r in split]))
-        return assemble(rows, self.specs["teacher"], self.specs["student"])
+        from dskd_align.torch.precompute import is_precomputed, read_precomputed
+
+        if batch and all(is_precomputed(row) for row in batch):
+            tok = read_precomputed(self, batch)
+        else:
+            tok = self.tokenize(batch)
+        return assemble(self.rows(tok), self.specs["teacher"], self.specs["student"])

@@ -1,83 +1,26 @@
-"""Rows in, rendered prompts out; and the batch type the collators emit.
+"""The batch type the collators emit (:class:`DSKDBatch`).
 
-A row is ``{"prompt": str, "response": str}`` or ``{"messages": [{"role", "content"}, ...]}``
-(the last ``assistant`` message is the response, the messages before it the prompt; anything
-after it is ignored). Each side renders the prompt itself:
+Row formats live in ``formats.py`` (:func:`split_row`), prompt rendering in ``render.py``
+(:class:`PromptRenderer`); both names are re-exported here for older imports.
 
-- with its chat template when it has one (``apply_chat_template(..., add_generation_prompt=True)``;
-  a plain prompt becomes one ``user`` message), tokenized with ``add_special_tokens=False`` since
-  templates write their own BOS;
-- else as plain text: the prompt string, or the contents of the prompt messages joined by a blank
-  line, preceded by the BOS token when the tokenizer adds one (only the BOS: a post-processor
-  that also appends EOS/SEP, like BERT's, must not end the prompt).
-
-No separator is inserted between prompt and response: the data decides (a SentencePiece side
-still starts the response with its dummy-prefix ``▁``, as it does for any separately tokenized
-text).
+``DSKDBatch`` is a dataclass *and* a read-only ``Mapping`` of its fields, so
+``transformers.Trainer``/``accelerate`` move it with ``type(batch)({k: v.to(device)})`` and get a
+``DSKDBatch`` back; its constructor takes a mapping or keyword fields, exactly the fields (a
+missing or unknown one is a ``TypeError`` naming it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 
-__all__ = ["DSKDBatch", "PromptRenderer", "split_row"]
+from dskd_align.torch.formats import Messages, split_row
+from dskd_align.torch.render import PromptRenderer
 
-Messages = list[dict[str, str]]
-
-
-def split_row(row: Mapping[str, Any]) -> tuple[str | Messages, str]:
-    """(prompt as text or messages, response text) of one row; ``ValueError`` names the fix."""
-    if "messages" in row:
-        msgs = list(row["messages"])
-        last = max((k for k, m in enumerate(msgs) if m.get("role") == "assistant"), default=-1)
-        if last < 0:
-            raise ValueError("row['messages'] has no assistant message to use as the response")
-        return msgs[:last], str(msgs[last].get("content") or "")
-    if "prompt" in row and "response" in row:
-        return str(row["prompt"]), str(row["response"])
-    raise ValueError(f"a row needs 'prompt' and 'response', or 'messages'; got keys {sorted(row)}")
-
-
-@dataclass
-class PromptRenderer:
-    """Renders and tokenizes prompts for one side (see the module notes).
-
-    ``tokenizer``: a transformers fast tokenizer. ``use_chat_template=False`` forces plain text.
-    """
-
-    tokenizer: Any
-    use_chat_template: bool = True
-
-    def __post_init__(self) -> None:
-        tok = self.tokenizer
-        self.templated = bool(self.use_chat_template and getattr(tok, "chat_template", None))
-        bos = getattr(tok, "bos_token_id", None)
-        with_sp = tok("a", add_special_tokens=True)["input_ids"]
-        self.bos: list[int] = [int(bos)] if bos is not None and with_sp[:1] == [bos] else []
-
-    def text(self, prompt: str | Messages) -> str:
-        """The prompt as this side's model sees it, before tokenization."""
-        if self.templated:
-            msgs = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-            return str(
-                self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-            )
-        if isinstance(prompt, str):
-            return prompt
-        return "\n\n".join(str(m.get("content") or "") for m in prompt)
-
-    def ids(self, prompts: Sequence[str | Messages]) -> list[list[int]]:
-        """Token ids of every prompt (one fast batch call)."""
-        texts = [self.text(p) for p in prompts]
-        if not texts:
-            return []
-        enc = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        bos = [] if self.templated else self.bos  # a template writes its own BOS
-        return [bos + list(e) for e in enc]
+__all__ = ["DSKDBatch", "Messages", "PromptRenderer", "split_row"]
 
 
 @dataclass(init=False, eq=False)

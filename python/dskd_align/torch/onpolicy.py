@@ -4,9 +4,11 @@
 the collator builds for ``{"prompt", "response": <what the student wrote>}``, except that the
 student side keeps the ids it generated. Steps per row:
 
-1. The generated part ``generated[b, prompt_length:]`` ends at the first stop token: the student's
-   EOS, its pad id, or any special token (a turn marker, an unknown id). Only a stop at the EOS
-   keeps the EOS (and its pair), as the collator does; otherwise the row has no EOS.
+1. The generated part ``generated[b, prompt_length:]`` ends at the first stop token: the row's
+   end token (the student's turn-end token on templated rows, its EOS on plain rows: see
+   ``render.py``), its EOS, its pad id, or any special token (a turn marker, an unknown id).
+   Only a stop at the row's end token keeps it (and its pair and chunk), as the collator does;
+   otherwise the row has no end token ("EOS" below).
 2. The response text is rebuilt from the core's token bytes, not ``tokenizer.decode`` (which
    cleans up spaces and replaces invalid bytes, so the teacher would read other text than the
    student wrote). A SentencePiece dummy prefix (the ``▁`` that the student's tokenizer puts
@@ -24,6 +26,9 @@ student side keeps the ids it generated. Steps per row:
    pairs come from :func:`dskd_align.align_encodings` with the generated ids and the byte
    offsets computed from their token bytes; the teacher side is always its tokenizer's output.
 
+With ``tokenize_jointly`` the teacher side is still the response tokenized on its own (the
+student's ids are what it generated): on-policy batches then differ from the collator's.
+
 Student prompt ids are the ones the student generated from: ``generated[b, :prompt_length]``
 without its padding, read from ``attention_mask`` when given, else the student's rendering of the
 prompt (which must then match the ids, or a ``ValueError`` asks for the mask).
@@ -32,7 +37,7 @@ prompt (which must then match the ids, or a ``ValueError`` asks for the mask).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,23 +46,18 @@ import torch
 
 from dskd_align import Alignment, CoreTokenizer, align_encodings, load_core
 from dskd_align.tokenizers import char_offsets
+from dskd_align.torch.assemble import Tokenized
 from dskd_align.torch.collate import DSKDCollator, assemble
-from dskd_align.torch.data import DSKDBatch, Messages
+from dskd_align.torch.data import DSKDBatch
+from dskd_align.torch.formats import Messages, prompt_only
 
 __all__ = ["DecodedResponse", "OnPolicyBatcher", "prompt_of"]
 
 
 def prompt_of(row: Any) -> str | Messages:
-    """The prompt of a row: a str, ``{"prompt": ...}``, or ``{"messages": [...]}`` (a trailing
-    assistant message, the gold response, is dropped)."""
-    if isinstance(row, str):
-        return row
-    if isinstance(row, Mapping) and "messages" in row:
-        msgs = list(row["messages"])
-        return msgs[:-1] if msgs and msgs[-1].get("role") == "assistant" else msgs
-    if isinstance(row, Mapping) and "prompt" in row:
-        return str(row["prompt"])
-    raise ValueError("an on-policy row is a prompt str, {'prompt': ...} or {'messages': [...]}")
+    """The prompt of a row: a str, ``{"prompt": str | [messages]}``, or ``{"messages": [...]}``
+    (a trailing assistant message, the gold response, is dropped); see ``formats.py``."""
+    return prompt_only(row)
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ class OnPolicyBatcher:
     def generation_inputs(self, rows: Sequence[Any]) -> dict[str, torch.Tensor]:
         """Left-padded student prompts for ``model.generate``: ``input_ids``, ``attention_mask``
         ``[B, L_prompt]`` long."""
-        ids = self.collator.renderers["student"].ids([prompt_of(r) for r in rows])
+        ids = self.collator.prompt_ids("student", [prompt_of(r) for r in rows])
         width = max((len(i) for i in ids), default=0)
         pad = self.collator.specs["student"].pad_id
         out = torch.full((len(ids), width), pad, dtype=torch.long)
@@ -106,11 +106,12 @@ class OnPolicyBatcher:
                 mask[b, width - len(i) :] = 1
         return {"input_ids": out, "attention_mask": mask}
 
-    def decode(self, response_ids: Sequence[int]) -> DecodedResponse:
-        """The exact text of one generated response (steps 1-3 of the module notes)."""
+    def decode(self, response_ids: Sequence[int], end: int | None = None) -> DecodedResponse:
+        """The exact text of one generated response (steps 1-3 of the module notes). ``end``:
+        the row's end token (default: the plain rows' one, ``collator.end_ids(False)``)."""
         core = self.student_core
         tok = self.collator.student_tokenizer
-        eos = self.collator.eos["student"]
+        eos = self.collator.end_ids(False)[1] if end is None else end
         eos = getattr(tok, "eos_token_id", None) if eos is None else eos
         pad = getattr(tok, "pad_token_id", None)
         kept: list[int] = []
@@ -163,7 +164,7 @@ class OnPolicyBatcher:
             m = mask[:, :prompt_length].bool().tolist()
             rows = zip(area, m, strict=True)
             return [[i for i, k in zip(a, mk, strict=True) if k] for a, mk in rows]
-        rendered = self.collator.renderers["student"].ids(prompts)
+        rendered = self.collator.prompt_ids("student", prompts)
         for b, (a, r) in enumerate(zip(area, rendered, strict=True)):
             if a[len(a) - len(r) :] != r or len(r) > len(a):
                 raise ValueError(
@@ -189,8 +190,10 @@ class OnPolicyBatcher:
         if not 0 <= prompt_length <= generated.shape[1]:
             raise ValueError(f"prompt_length {prompt_length} outside [0, {generated.shape[1]}]")
         prompts = [prompt_of(r) for r in rows]
+        flags = [c.templated(p) for p in prompts]
         s_prompts = self._student_prompts(prompts, generated, prompt_length, attention_mask)
-        decoded = [self.decode(g) for g in generated[:, prompt_length:].tolist()]
+        gen = generated[:, prompt_length:].tolist()
+        decoded = [self.decode(g, c.end_ids(f)[1]) for g, f in zip(gen, flags, strict=True)]
         texts = [d.text for d in decoded]
         resp = c.responses(texts)
         for b, d in enumerate(decoded):
@@ -200,7 +203,8 @@ class OnPolicyBatcher:
             resp.teacher_ids[b], resp.pairs[b] = al.teacher_ids, al.pairs.reshape(-1, 2)
             resp.teacher_chunks[b], resp.student_chunks[b] = al.teacher_chunks, al.student_chunks
             resp.student_ids[b] = d.ids
-        rows_t = c.rows(prompts, resp, s_prompts, [d.has_eos for d in decoded])
+        tok = Tokenized(flags, c.prompt_ids("teacher", prompts, flags), s_prompts, resp)
+        rows_t = c.rows(tok, [d.has_eos for d in decoded])
         return assemble(rows_t, c.specs["teacher"], c.specs["student"])
 
     def _align_generated(self, d: DecodedResponse) -> Alignment:
