@@ -116,10 +116,28 @@ def test_remove_unused_columns_is_refused_with_the_reason(tmp_path):
         _args(tmp_path, remove_unused_columns=True)
 
 
-def test_head_with_bias_is_refused(tmp_path, teacher_tok, student_tok, rows):
+def test_head_with_bias_trains(tmp_path, teacher_tok, student_tok, rows):
+    # Phi-style heads carry a bias: it goes into the logits and is trained like the weight.
     student = student_model(student_tok)
     student.lm_head = torch.nn.Linear(32, student.lm_head.out_features, bias=True)
-    with pytest.raises(ValueError, match="the student model's lm_head has a bias"):
+    tr = DSKDTrainer(
+        model=student,
+        teacher_model=teacher_model(teacher_tok),
+        args=_args(tmp_path, max_steps=2),
+        train_dataset=rows[:8],
+        processing_class=student_tok,
+        teacher_processing_class=teacher_tok,
+    )
+    b0 = student.lm_head.bias.detach().clone()
+    logs = _train_logs(tr)
+    assert all(math.isfinite(h["loss"]) for h in logs)
+    assert not torch.equal(b0, tr.model.lm_head.bias.detach())
+
+
+def test_logits_model_without_head_is_refused(tmp_path, teacher_tok, student_tok, rows):
+    student = student_model(student_tok)
+    student.get_output_embeddings = lambda: None
+    with pytest.raises(ValueError, match="the student model has no output embedding"):
         DSKDTrainer(
             model=student,
             teacher_model=teacher_model(teacher_tok),

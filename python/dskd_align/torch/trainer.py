@@ -60,14 +60,12 @@ LOSS_STATE_FILE = "dskd_loss.pt"
 
 
 def _head(model: nn.Module, name: str) -> nn.Module:
+    """The output head (an ``nn.Linear``-like with ``weight [V, d]``; a bias, as Phi's, is fine)."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is None or not isinstance(getattr(head, "weight", None), Tensor):
-        raise ValueError(f"the {name} model has no output embedding (lm_head) with a weight")
-    if getattr(head, "bias", None) is not None:
         raise ValueError(
-            f"the {name} model's lm_head has a bias; the distillation losses project hidden "
-            "states through the head weight only. Fold the bias into an extra hidden unit or "
-            "use a model without an lm_head bias"
+            f"the {name} model has no output embedding (lm_head) with a weight; the trainer "
+            "needs a causal LM (AutoModelForCausalLM)"
         )
     return head
 
@@ -258,7 +256,7 @@ class DSKDTrainer(Trainer):
     def _seq_kd_rows(self, rows: list[Any]) -> list[dict[str, Any]]:
         """Rows whose responses are the teacher's greedy generations."""
         prompts = [prompt_of(r) for r in rows]
-        ids = self.collator.renderers["teacher"].ids(prompts)
+        ids = self.collator.prompt_ids("teacher", prompts)
         gen_in = self._left_padded(ids, self.collator.specs["teacher"].pad_id)
         out = self._generate(self.teacher, gen_in, "teacher")[:, gen_in["input_ids"].shape[1] :]
         texts = self.collator.teacher_tokenizer.batch_decode(out, skip_special_tokens=True)
@@ -306,18 +304,26 @@ class DSKDTrainer(Trainer):
     ) -> Any:
         batch: DSKDBatch = inputs["batch"]
         h_s = last_hidden(model, batch.side("student"), base=False)
-        W_s = _head(self.accelerator.unwrap_model(model), "student").weight
-        W_t = _head(self.teacher, "teacher").weight
+        s_head = _head(self.accelerator.unwrap_model(model), "student")
+        t_head = _head(self.teacher, "teacher")
+        W_s, W_t = s_head.weight, t_head.weight
+        biases = {
+            f"{side}_lm_head_bias": head.bias
+            for side, head in (("student", s_head), ("teacher", t_head))
+            if getattr(head, "bias", None) is not None
+        }
         h_t = None
         if self.needs_teacher:
             with torch.no_grad():
                 h_t = last_hidden(self.teacher, batch.side("teacher"), base=True)
-        loss, metrics = self.loss_module.forward_batch(batch, h_s, h_t, W_s, W_t)
+        loss, metrics = self.loss_module.forward_batch(batch, h_s, h_t, W_s, W_t, **biases)
         gold = inputs.get("gold")
         if gold is not None:
             # On-policy: the KD part from the student's samples, gold CE from the gold batch.
             h_g = last_hidden(model, gold.side("student"), base=False)
-            ce_gold, _ = gold_cross_entropy(h_g, W_s, gold.student_labels)
+            ce_gold, _ = gold_cross_entropy(
+                h_g, W_s, gold.student_labels, self.args.loss_chunk_size, s_head.bias
+            )
             loss = loss + (1.0 - self.args.alpha) * (ce_gold - metrics["ce_gold"])
             metrics = {**metrics, "loss": loss.detach(), "ce_gold": ce_gold.detach()}
             metrics["on_policy"] = torch.ones((), device=loss.device)
