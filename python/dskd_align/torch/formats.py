@@ -88,6 +88,16 @@ def _messages(value: Any, where: str) -> Messages:
     return out
 
 
+def _prompt(value: Any, where: str) -> str | Messages:
+    """A prompt: a str, or a list of messages (a conversational row)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Sequence):
+        return _messages(value, where)
+    kind = "None" if value is None else type(value).__name__
+    raise _fail(f"{where} is {kind}, not a str or a list of messages")
+
+
 def _sharegpt(problem: str) -> RowFormatError:
     return _fail(
         f"{problem}: ShareGPT rows are not read directly; convert them with "
@@ -136,11 +146,9 @@ def split_row(row: Mapping[str, Any]) -> tuple[str | Messages, str]:
             raise _fail("row['messages'] has no assistant message to use as the response")
         return msgs[:last], msgs[last]["content"]
     if "prompt" in row and "completion" in row:
-        if isinstance(row["prompt"], str) or row["prompt"] is None:
-            return _text(row["prompt"], "row['prompt']"), _text(
-                row["completion"], "row['completion']"
-            )
-        prompt = _messages(row["prompt"], "row['prompt']")
+        prompt = _prompt(row["prompt"], "row['prompt']")
+        if isinstance(prompt, str):
+            return prompt, _text(row["completion"], "row['completion']")
         completion = _messages(row["completion"], "row['completion']")
         if [m["role"] for m in completion] != ["assistant"]:
             raise _fail(
@@ -149,11 +157,7 @@ def split_row(row: Mapping[str, Any]) -> tuple[str | Messages, str]:
             )
         return prompt, completion[0]["content"]
     if "prompt" in row and "response" in row:
-        p = row["prompt"]
-        prompt = p if isinstance(p, str) or p is None else _messages(p, "row['prompt']")
-        if not isinstance(prompt, list):
-            prompt = _text(p, "row['prompt']")
-        return prompt, _text(row["response"], "row['response']")
+        return _prompt(row["prompt"], "row['prompt']"), _text(row["response"], "row['response']")
     if "text" in row:
         raise _fail(
             "the row has only 'text' (TRL language modeling): there is no response to distill; "
@@ -172,6 +176,5 @@ def prompt_only(row: Any) -> str | Messages:
         msgs = _messages(row["messages"], "row['messages']")
         return msgs[:-1] if msgs and msgs[-1]["role"] == "assistant" else msgs
     if "prompt" in row:
-        p = row["prompt"]
-        return p if isinstance(p, str) else _messages(p, "row['prompt']")
+        return _prompt(row["prompt"], "row['prompt']")
     raise _fail(f"an on-policy row needs 'prompt' or 'messages', got keys {sorted(row)}")
