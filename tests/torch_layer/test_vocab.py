@@ -8,7 +8,7 @@ from tokenizers import Tokenizer
 
 import dskd_align
 from dskd_align.torch import VocabMap, raw_string_overlap
-from dskd_align.torch.vocab import role_ids
+from dskd_align.torch.vocab import check_vocab_sizes, role_ids
 
 
 def _check_invariants(m: VocabMap, teacher, student) -> None:
@@ -148,3 +148,33 @@ def test_special_pairs_link_first(teacher_tok, student_tok):
     assert teacher_tok.eos_token_id not in m.overlap_teacher_ids.tolist()
     with pytest.raises(ValueError, match="special_pairs"):
         VocabMap(teacher_tok, student_tok, special_pairs=[(10**6, 0)])
+
+
+def _tiny_lm(vocab_size: int):
+    import transformers
+
+    cfg = transformers.GPT2Config(
+        vocab_size=vocab_size, n_positions=16, n_embd=8, n_layer=1, n_head=1
+    )
+    return transformers.GPT2LMHeadModel(cfg)
+
+
+def test_for_models_sizes_to_the_heads_and_checks(teacher_tok, student_tok):
+    n_t, n_s = len(teacher_tok), len(student_tok)
+    t_model, s_model = _tiny_lm(n_t + 8), _tiny_lm(n_s + 3)
+    m = VocabMap.for_models(teacher_tok, student_tok, t_model, s_model)
+    assert (m.teacher_vocab_size, m.student_vocab_size) == (n_t + 8, n_s + 3)
+    m.check_models(t_model, s_model)
+    m.check_models(n_t + 8, s_model.get_output_embeddings().weight)  # ints and weights too
+    assert check_vocab_sizes(teacher_tok, student_tok, t_model, s_model) == (n_t + 8, n_s + 3)
+    # Built without the models' sizes: refused against the models, with the fix.
+    bare = VocabMap(teacher_tok, student_tok)
+    with pytest.raises(ValueError, match=r"VocabMap.for_models\(") as err:
+        bare.check_models(t_model, s_model)
+    assert f"{n_t} teacher entries" in str(err.value) and f"{n_t + 8} rows" in str(err.value)
+    # A tokenizer with more ids than the head has rows: the wrong tokenizer for the model.
+    with pytest.raises(ValueError, match="resize_token_embeddings") as err:
+        VocabMap.for_models(teacher_tok, student_tok, t_model, _tiny_lm(n_s - 1))
+    assert "student tokenizer" in str(err.value) and f"{n_s - 1} rows" in str(err.value)
+    with pytest.raises(ValueError, match="vocab size"):
+        check_vocab_sizes(teacher_tok, student_tok, object(), 5)

@@ -28,7 +28,13 @@ Choices recorded here:
   Qwen2.5 and Qwen3), again only when both are free.
 - **Model vocabularies larger than the tokenizer** (Qwen2.5 embeds 152064 rows for 151665 ids):
   the maps are sized to the model's rows and padding rows are ``-1`` (never a target, never in O).
-  Ids at or beyond a *smaller* model vocabulary are ignored.
+  Ids at or beyond a *smaller* model vocabulary are ignored by the constructor (a map over a
+  subset is legal); :meth:`VocabMap.for_models` and :func:`check_vocab_sizes`, the paths the
+  trainer takes, refuse a tokenizer with more ids than its model's head has rows (the wrong
+  tokenizer for the model, or added tokens without ``resize_token_embeddings``), and
+  :meth:`VocabMap.check_models` refuses a map sized for other heads (``VocabMap(t, s)`` without
+  sizes, then a model whose head has padding rows), so the mistake surfaces when the map is
+  built, not as a shape error at the first forward.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ import torch
 from dskd_align import CoreTokenizer, load_core
 from dskd_align.tokenizers import tokenizer_json
 
-__all__ = ["VocabMap", "raw_string_overlap", "role_ids"]
+__all__ = ["VocabMap", "check_vocab_sizes", "head_rows", "raw_string_overlap", "role_ids"]
 
 _BYTE_FALLBACK = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 _ROLES = ("eos", "bos", "pad")
@@ -241,6 +247,36 @@ class VocabMap:
     def student_vocab_size(self) -> int:
         return int(self.s2t.numel())
 
+    @classmethod
+    def for_models(
+        cls,
+        teacher_tok: Any,
+        student_tok: Any,
+        teacher_model: Any,
+        student_model: Any,
+        **kwargs: Any,
+    ) -> VocabMap:
+        """The map sized to both models' heads (``head_rows``), after :func:`check_vocab_sizes`.
+        ``*_model``: a model, its head weight ``[V, d]``, or its row count; ``kwargs``: as for
+        the constructor (``special_pairs=collator.special_pairs``, ...)."""
+        v_t, v_s = check_vocab_sizes(teacher_tok, student_tok, teacher_model, student_model)
+        return cls(teacher_tok, student_tok, v_t, v_s, **kwargs)
+
+    def check_models(self, teacher_model: Any, student_model: Any) -> None:
+        """Raises ``ValueError`` (naming the fix) unless the maps have one entry per head row of
+        each model (a model, its head weight ``[V, d]``, or its row count)."""
+        for side, have, model in (
+            ("teacher", self.teacher_vocab_size, teacher_model),
+            ("student", self.student_vocab_size, student_model),
+        ):
+            rows = head_rows(model)
+            if rows != have:
+                raise ValueError(
+                    f"this VocabMap has {have} {side} entries but the {side} model's head has "
+                    f"{rows} rows: build it with VocabMap.for_models(teacher_tok, student_tok, "
+                    f"teacher_model, student_model) (or pass {side}_vocab_size={rows})"
+                )
+
     def to(self, device: torch.device | str) -> VocabMap:
         """A copy with every tensor on ``device``."""
         out = copy.copy(self)
@@ -253,6 +289,51 @@ class VocabMap:
             f"VocabMap(V_t={self.teacher_vocab_size}, V_s={self.student_vocab_size}, "
             f"overlap={self.num_overlap}, raw_overlap={self.raw_overlap})"
         )
+
+
+def head_rows(model: Any) -> int:
+    """Output rows of a model (its logits' last dimension): the output embedding's rows when it
+    has one, else ``config.vocab_size``; an int or an ``[V, d]`` weight tensor passes through."""
+    if isinstance(model, int):
+        return model
+    if isinstance(model, torch.Tensor):
+        return int(model.shape[0])
+    get = getattr(model, "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    weight = getattr(head, "weight", None)
+    if isinstance(weight, torch.Tensor):
+        return int(weight.shape[0])
+    size = getattr(getattr(model, "config", None), "vocab_size", None)
+    if size is None:
+        raise ValueError(
+            f"cannot tell the vocabulary rows of a {type(model).__name__}: pass the model's "
+            "vocab size as an int (e.g. model.config.vocab_size)"
+        )
+    return int(size)
+
+
+def check_vocab_sizes(
+    teacher_tok: Any, student_tok: Any, teacher_model: Any, student_model: Any
+) -> tuple[int, int]:
+    """Raises ``ValueError`` (naming the fix) when a tokenizer has ids its model has no row for.
+
+    ``*_model``: a model, its head weight ``[V, d]`` or its row count. Returns the two row
+    counts ``(V_t, V_s)``."""
+    out = []
+    for side, tok, model in (
+        ("teacher", teacher_tok, teacher_model),
+        ("student", student_tok, student_model),
+    ):
+        rows = head_rows(model)
+        ids = load_core(tok).table_size
+        if ids > rows:
+            raise ValueError(
+                f"the {side} tokenizer has {ids} ids but the {side} model's head has {rows} rows: "
+                f"the tokenizer does not belong to this model (check {side} paths), or tokens "
+                f"were added to it without model.resize_token_embeddings(len(tokenizer))"
+            )
+        out.append(rows)
+    return out[0], out[1]
 
 
 def raw_string_overlap(teacher_tok: Any, student_tok: Any) -> int:
