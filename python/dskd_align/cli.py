@@ -1,4 +1,4 @@
-"""Command line: ``dskd-align align | coverage | demo``.
+"""Command line: ``dskd-align align | coverage | distill | demo`` (also ``python -m dskd_align``).
 
 Every command runs offline. Without ``--teacher/--student`` it uses the embedded default pair
 (byte-level BPE teacher, SentencePiece-style byte-fallback student, trained on the fly from the
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dskd_align import Aligner, AlignmentError
+from dskd_align.distill_cli import add_distill_parser
 
 __all__ = ["main"]
 
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=int, default=60)
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_demo)
+    add_distill_parser(sub)
     return p
 
 
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except AlignmentError as e:
+    except ValueError as e:  # AlignmentError and every bad-input error of the torch layer
         print(f"dskd-align: error: {e}", file=sys.stderr)
         return 2
 
