@@ -1,23 +1,28 @@
-"""Time and peak memory of one DSKD training step: chunked loss, naive loss, paper-style loop.
+"""Time and peak memory of one training step for every loss of ``build_loss``, next to plain SFT.
 
 The step: a stand-in student body (one ``Linear(d_s, d_s)``) maps fixed inputs to ``h^s``; the
 loss runs on ``h^s``, frozen teacher hidden states ``h^t`` and both heads; then backward and an
-AdamW step on the student (body + head) and the t->s projector. The real models' forwards are
-left out: they are the same for the three implementations, which differ only in the loss.
+AdamW step on the student (body + head) and the loss's own parameters (DSKD's projector). The
+real models' forwards are left out: they are the same for every loss, which differ only in the
+loss. So "step s" is the loss's cost (plus a small body), and the difference to ``sft`` is what
+distillation adds on top of the gold cross-entropy.
 
-- ``chunked``: ``DualSpaceKDLoss(chunk_size=256)``.
-- ``naive``: the same module with ``chunk_size=None`` (all ``[A, V]`` logits at once).
-- ``loop``: naive, plus what the paper's released code does around it: aligned rows gathered and
-  pseudo-labels found one row at a time in Python, with ``.item()`` (a device sync on GPU) and a
-  single-row write per token.
+Runs (``--runs``, comma-separated): any name of ``LOSS_NAMES`` (chunked, ``--chunk`` rows at a
+time), and two DSKD baselines: ``dskd:naive`` (the same module with ``chunk_size=None``: all
+``[A, V]`` logits at once) and ``dskd:loop`` (naive, plus what the paper's released code does
+around it: aligned rows gathered and pseudo-labels found one row at a time with ``.item()``, a
+device sync per token on GPU).
 
-Each implementation runs in its own child process (clean peak memory): one warm-up step, then
-``--steps`` timed steps (median). Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA,
-resident-set high-water mark (``VmHWM``, reset first) on CPU; "over start" subtracts what was
-allocated before the first step (weights, inputs, the projectors' pinv).
+The batch is synthetic but shaped like a real one: a prompt of ``L/8`` tokens, then the
+response; both sides have ``L`` tokens; ~80 % of response tokens are 1x1 alignment chunks (the
+exact pairs), the rest fall in chunks of 2-3 tokens per side. ``kd`` (same vocabulary) uses a
+teacher head with the student's ``V_s`` rows. Each run is a fresh child process (clean peak
+memory): one warm-up step, then ``--steps`` timed steps (median). Peak memory is
+``torch.cuda.max_memory_allocated`` on CUDA, the resident-set high-water mark (``VmHWM``, reset
+first) on CPU; "over start" subtracts what was allocated before the first step.
 
-    python benches/gpu_step.py                                  # CPU, small shapes
-    python benches/gpu_step.py --device cuda                    # H100/H200: --shapes paper
+    python benches/gpu_step.py --device cpu                    # small shapes, fp32
+    python benches/gpu_step.py --device cuda                   # H100/H200: --shapes paper, bf16
     python benches/gpu_step.py --device cuda --shapes 8,512,151936,32000,3584,2048
 """
 
@@ -32,10 +37,12 @@ import time
 
 # B, L (tokens per sequence, both sides), V_t, V_s, d_t, d_s
 PRESETS = {
+    "tiny": (2, 64, 2048, 1024, 64, 32),
     "small": (4, 256, 16384, 8000, 256, 128),
     # Qwen2.5-7B teacher (d 3584, 152064 head rows) -> TinyLlama-1.1B student (d 2048, 32000).
     "paper": (8, 512, 152064, 32000, 3584, 2048),
 }
+RUNS = "sft,dskd,kd,exact_kd,chunk_kd,exact_kd+chunk_kd,dskd+exact_kd,dskd:naive,dskd:loop"
 
 
 def _cpu_peak_reset() -> None:
@@ -48,12 +55,46 @@ def _cpu_kb(field: str) -> int:
         return next(int(x.split()[1]) for x in f if x.startswith(field + ":"))
 
 
-def _loop_gather(align, h_t, h_s, W_t, t2s):
-    """The paper's pattern: one row at a time, a Python int (a sync) per index and per label.
+def synthetic_batch(B: int, L: int, vt: int, vs: int, g, dev) -> dict:
+    """Labels, ids, exact pairs and chunk ids of a batch shaped like a real one (module notes)."""
+    import torch
 
-    The teacher argmax itself is batched (one extra no-grad matmul, freed at once) so that the
-    loop measures the syncs and single-row writes, not a per-row matvec.
-    """
+    s_ids = torch.randint(0, vs, (B, L), generator=g)
+    t_ids = torch.randint(0, vt, (B, L), generator=g)
+    labels = s_ids.clone()
+    labels[:, : L // 8] = -100  # prompt
+    # Chunk sizes along the response: 1 (a pair) with p 0.8, else 2 or 3 tokens (same on both
+    # sides here: only the count of tokens per chunk matters for the cost).
+    sizes = torch.where(torch.rand(B * L, generator=g) < 0.8, 1, torch.randint(2, 4, (B * L,),
+                        generator=g))  # fmt: skip
+    chunk = torch.full((B, L), -1, dtype=torch.long)
+    starts = []
+    cid, k = 0, 0
+    for b in range(B):  # building the batch, not the step: a loop is fine here
+        p = L // 8 + 1
+        while p + int(sizes[k]) <= L:
+            n = int(sizes[k])
+            chunk[b, p : p + n] = cid
+            if n == 1:
+                starts.append((b, p - 1))  # prediction position of the pair
+            cid, p, k = cid + 1, p + n, k + 1
+    pairs = torch.tensor(starts, dtype=torch.long)
+    batch = {
+        "student_input_ids": s_ids,
+        "teacher_input_ids": t_ids,
+        "student_labels": labels,
+        "student_chunk_ids": chunk,
+        "teacher_chunk_ids": chunk.clone(),
+        "align_batch": pairs[:, 0],
+        "align_teacher_pos": pairs[:, 1],
+        "align_student_pos": pairs[:, 1],
+        "coverage": torch.full((B,), 0.8),
+    }
+    return {k: v.to(dev) for k, v in batch.items()}
+
+
+def _loop_gather(align, h_t, h_s, W_t, t2s):
+    """The paper's pattern: one row at a time, a Python int (a sync) per index and per label."""
     import torch
 
     a = align[0].shape[0]
@@ -74,14 +115,18 @@ def _loop_gather(align, h_t, h_s, W_t, t2s):
 def worker(args: argparse.Namespace) -> None:
     import torch
 
-    from dskd_align.torch.losses import DualSpaceKDLoss, dskd_terms, gold_cross_entropy
-    from dskd_align.torch.projector import projector_param_group
+    from dskd_align.torch.losses import dskd_terms, gold_cross_entropy
+    from dskd_align.torch.objectives import build_loss
 
     dev = torch.device(args.device)
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
     B, L, vt, vs, dt, ds = args.shape
-    torch.manual_seed(0)  # the nn.Linear inits: the same weights in every implementation
+    name, _, impl = args.run.partition(":")
+    if name == "kd":
+        vt = vs  # same vocabulary
+    torch.manual_seed(0)  # the nn.Linear inits: the same weights in every run
     g = torch.Generator(device="cpu").manual_seed(0)
+    batch = synthetic_batch(B, L, vt, vs, g, dev)  # first: the same batch in every run
 
     def rand(*shape, scale=1.0):
         return (torch.randn(*shape, generator=g) * scale).to(dev, dtype)
@@ -91,39 +136,35 @@ def worker(args: argparse.Namespace) -> None:
     body = torch.nn.Linear(ds, ds, device=dev, dtype=dtype)  # stand-in student body
     o = min(vs, vt) // 2
     o_t, o_s = torch.randperm(vt, generator=g)[:o], torch.randperm(vs, generator=g)[:o]
-    t2s = torch.full((vt,), -1, dtype=torch.long)
-    t2s[o_t] = o_s
+    t2s, s2t = torch.full((vt,), -1, dtype=torch.long), torch.full((vs,), -1, dtype=torch.long)
+    t2s[o_t], s2t[o_s] = o_s, o_t
 
     class Vocab:
         overlap_teacher_ids, overlap_student_ids = o_t.to(dev), o_s.to(dev)
 
-    Vocab.t2s = t2s.to(dev)
-    chunk = args.chunk if args.impl == "chunked" else None
-    loss_fn = DualSpaceKDLoss(W_t, head.weight.detach(), Vocab, chunk_size=chunk).to(dev)
-    params = [{"params": [*body.parameters(), *head.parameters()]}, projector_param_group(loss_fn)]
+    Vocab.t2s, Vocab.s2t = t2s.to(dev), s2t.to(dev)
+    vocab = None if name == "kd" else Vocab
+    chunk = None if impl else args.chunk
+    loss_fn = build_loss(name, W_t, head.weight.detach(), vocab, chunk_size=chunk).to(dev)
+    params = [*body.parameters(), *head.parameters(), *loss_fn.parameters()]
     opt = torch.optim.AdamW(params, lr=1e-5)
     x = rand(B, L, ds)
     h_t = rand(B, L, dt, scale=4.0)
-    labels = torch.randint(0, vs, (B, L), generator=g).to(dev)
-    labels[:, : L // 8] = -100  # prompt
-    # About 80% of response positions aligned, as with real tokenizer pairs.
-    b, p = (labels[:, 1:] != -100).nonzero(as_tuple=True)
-    keep = torch.rand(b.shape[0], generator=g).to(dev) < 0.8
-    align = (b[keep], p[keep], p[keep])
+    align = (batch["align_batch"], batch["align_teacher_pos"], batch["align_student_pos"])
 
     def step():
         h_s = body(x) * 4.0
-        if args.impl == "loop":
+        if impl == "loop":
             rows_t, rows_s, _ = _loop_gather(align, h_t, h_s, W_t, Vocab.t2s)
-            s2t = loss_fn.s2t_projector.matrix_from_lm_head(head.weight)
+            s2t_m = loss_fn.s2t_projector.matrix_from_lm_head(head.weight)
             proj = loss_fn.t2s_projector.weight
-            terms = dskd_terms(rows_t, rows_s, W_t, head.weight, proj, s2t, Vocab.t2s, tau=2.0,
+            terms = dskd_terms(rows_t, rows_s, W_t, head.weight, proj, s2t_m, Vocab.t2s, tau=2.0,
                                chunk_size=None)  # fmt: skip
-            ce, _ = gold_cross_entropy(h_s, head.weight, labels, chunk_size=None)
+            ce, _ = gold_cross_entropy(h_s, head.weight, batch["student_labels"], chunk_size=None)
             kd = terms["kd_student_space"] + terms["ce_t2s"] + terms["kd_teacher_space"]
             loss = 0.5 * ce + 0.5 * kd
         else:
-            loss, _ = loss_fn(h_s, h_t, head.weight, W_t, labels, *align)
+            loss, _ = loss_fn.forward_batch(batch, h_s, h_t, head.weight, W_t)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -135,7 +176,7 @@ def worker(args: argparse.Namespace) -> None:
 
     # The peak is taken from before the warm-up step: on CPU the allocator keeps what one step
     # freed, so only the first step shows the resident-set growth. The warm-up also creates the
-    # AdamW state, which is the same for every implementation.
+    # AdamW state.
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
@@ -152,7 +193,7 @@ def worker(args: argparse.Namespace) -> None:
         times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else _cpu_kb("VmHWM") * 1024
     out = {
-        "impl": args.impl,
+        "run": args.run,
         "step_s": sorted(times)[len(times) // 2],
         "peak_mb": peak / 2**20,
         "peak_over_base_mb": (peak - base) / 2**20,
@@ -165,12 +206,14 @@ def worker(args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--shapes", help="small | paper | B,L,V_t,V_s,d_t,d_s (default: by device)")
+    ap.add_argument(
+        "--shapes", help="tiny | small | paper | B,L,V_t,V_s,d_t,d_s (default: by device)"
+    )
     ap.add_argument("--dtype", choices=["bf16", "fp32"], help="default: bf16 on CUDA, fp32 on CPU")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--chunk", type=int, default=256)
-    ap.add_argument("--impls", default="chunked,naive,loop")
-    ap.add_argument("--impl", help=argparse.SUPPRESS)
+    ap.add_argument("--runs", default=RUNS, help=f"default: {RUNS}")
+    ap.add_argument("--run", help=argparse.SUPPRESS)
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
     args.shapes = args.shapes or ("paper" if cuda else "small")
@@ -178,20 +221,20 @@ def main() -> None:
     args.shape = PRESETS.get(args.shapes) or tuple(int(v) for v in args.shapes.split(","))
     if len(args.shape) != 6:
         sys.exit("--shapes: a preset name or six integers B,L,V_t,V_s,d_t,d_s")
-    if args.impl:
+    if args.run:
         worker(args)
         return
     here = os.path.abspath(__file__)
     common = [f"--device={args.device}", f"--shapes={args.shapes}", f"--dtype={args.dtype}"]
     common += [f"--steps={args.steps}", f"--chunk={args.chunk}"]
     rows = []
-    for impl in args.impls.split(","):
+    for run in args.runs.split(","):
         proc = subprocess.run(
-            [sys.executable, here, f"--impl={impl}", *common], capture_output=True, text=True
+            [sys.executable, here, f"--run={run}", *common], capture_output=True, text=True
         )
         if proc.returncode != 0:
             tail = proc.stderr.strip().splitlines()[-3:]
-            rows.append({"impl": impl, "error": " / ".join(tail)})
+            rows.append({"run": run, "error": " / ".join(tail)})
             continue
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     B, L, vt, vs, dt, ds = args.shape
@@ -199,14 +242,16 @@ def main() -> None:
         f"device={args.device} dtype={args.dtype} B={B} L={L} V_t={vt} V_s={vs} d_t={dt} "
         f"d_s={ds} chunk={args.chunk} steps={args.steps} (median)"
     )
-    print("| impl | aligned | step s | peak MB | peak over start MB | loss after steps |")
-    print("|---|---:|---:|---:|---:|---:|")
+    sft = next((r["step_s"] for r in rows if r["run"] == "sft" and "error" not in r), None)
+    print("| loss | pairs | step s | x sft | peak MB | peak over start MB | loss after steps |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['impl']} | failed: {r['error']} | | | | |")
+            print(f"| {r['run']} | failed: {r['error']} | | | | | |")
             continue
+        ratio = f"{r['step_s'] / sft:.2f}" if sft else "-"
         print(
-            f"| {r['impl']} | {r['aligned']} | {r['step_s']:.3f} | {r['peak_mb']:.0f} | "
+            f"| {r['run']} | {r['aligned']} | {r['step_s']:.3f} | {ratio} | {r['peak_mb']:.0f} | "
             f"{r['peak_over_base_mb']:.0f} | {r['loss']:.5f} |"
         )
 
