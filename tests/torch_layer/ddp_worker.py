@@ -1,0 +1,58 @@
+"""Run by ``torchrun`` from ``test_distributed.py`` (not a test module itself): trains the tiny
+student saved in ``DIR`` for a few steps with ``DSKDTrainer`` on the CPU (gloo) and writes the
+student's and the projectors' final tensors to ``DIR/<out>.pt`` from rank 0.
+
+Usage: ``torchrun --standalone --nproc_per_node N ddp_worker.py DIR OUT PER_DEVICE_BATCH LOSS``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from dskd_align.torch import DSKDConfig, DSKDTrainer
+
+
+def main() -> None:
+    root, out, per_device, loss = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    torch.set_num_threads(1)
+    rows = json.loads((root / "rows.json").read_text())
+    args = DSKDConfig(
+        output_dir=str(root / f"run-{out}"),
+        loss=loss,
+        per_device_train_batch_size=per_device,
+        max_steps=3,
+        learning_rate=0.5,
+        optim="sgd",  # Adam's first steps are ~sign(g): too sensitive to float32 summation order
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,
+        save_strategy="no",
+        logging_steps=1,
+        max_length=64,
+        seed=0,
+        use_cpu=True,
+        ddp_backend="gloo",
+        disable_tqdm=True,
+        report_to="none",
+    )
+    trainer = DSKDTrainer(
+        model=AutoModelForCausalLM.from_pretrained(root / "student"),
+        teacher_model=AutoModelForCausalLM.from_pretrained(root / "teacher"),
+        args=args,
+        train_dataset=rows,
+        processing_class=AutoTokenizer.from_pretrained(root / "student"),
+        teacher_processing_class=AutoTokenizer.from_pretrained(root / "teacher"),
+    )
+    trainer.train()
+    if trainer.args.process_index == 0:
+        state = {f"student.{k}": v for k, v in trainer.model.state_dict().items()}
+        state.update({f"loss.{k}": v for k, v in trainer.loss_module.state_dict().items()})
+        torch.save({k: v.detach().cpu() for k, v in state.items()}, root / f"{out}.pt")
+
+
+if __name__ == "__main__":
+    main()
