@@ -31,7 +31,8 @@ What it does on top of ``Trainer``, and why:
 DDP semantics: each rank normalizes its terms over its own rows and DDP averages the gradients,
 as ``Trainer`` does for a plain causal LM without ``average_tokens_across_devices``; a run equals
 a single-process run on the global batch when the ranks' term counts are equal (the test checks
-that case to float32 precision).
+that case to float32 precision with exact-pair KD). DSKD's student-space term is normalized by
+|G|, a count that depends on the models, so under DDP it is a per-rank mean of that term.
 """
 
 from __future__ import annotations
