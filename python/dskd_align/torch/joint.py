@@ -10,8 +10,9 @@ add_special_tokens=False)`` (BOS first for plain rows), which for templated rows
 Which tokens are the response: the first token that ends after the prompt's last byte, and every
 token after it. A token that straddles the seam (starts in the prompt, ends in the response, as
 ``?4`` would for ``"2+2?" + "4"`` with no separator) is a response token (its label is kept, so
-every response byte is supervised) but takes part in no pair and no chunk: it does not cover the
-same text as any token of the other side's response.
+every response byte is supervised) but is left out of the alignment, so it takes part in no pair
+and no chunk: it stands for prompt text too, which the response text being aligned lacks (two
+straddlers would even meet as special tokens at offset 0 if marked special instead).
 
 Alignment: each side's response tokens, with offsets moved to the response text, go to
 :func:`dskd_align.align_encodings` with the core's token bytes (one call per row, in Python:
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from dskd_align import CoreTokenizer, align_encodings, load_core
+from dskd_align import Alignment, CoreTokenizer, align_encodings, load_core
 from dskd_align.tokenizers import char_offsets
 from dskd_align.torch.assemble import Responses, Tokenized
 from dskd_align.torch.formats import Messages
@@ -43,20 +44,45 @@ def split_at_seam(offsets: Sequence[tuple[int, int]], seam: int) -> int:
     return len(offsets)
 
 
-def _side(core: CoreTokenizer, prompt_text: str, text: str) -> tuple[list[int], dict[str, Any]]:
-    """(prompt ids, response encoding for ``align_encodings``) of one row on one side."""
+def _side(
+    core: CoreTokenizer, prompt_text: str, text: str
+) -> tuple[list[int], list[int], dict[str, Any], int]:
+    """(prompt ids, response ids, the response's encoding for ``align_encodings`` without a
+    seam-straddling token, 1 if there is one else 0) of one row on one side."""
     full = prompt_text + text
     ids, byte_offsets, special = core.encode(full, False)
     seam = len(prompt_text.encode("utf-8"))
     k = split_at_seam(byte_offsets, seam)
+    cut = int(k < len(ids) and byte_offsets[k][0] < seam)  # the straddler is left out
     shift = len(prompt_text)
-    offsets, mask = [], []
-    for (start, end), (b0, _), sp in zip(
-        char_offsets(full, byte_offsets[k:]), byte_offsets[k:], special[k:], strict=True
+    offsets = [(a - shift, b - shift) for a, b in char_offsets(full, byte_offsets[k + cut :])]
+    enc = {"ids": ids[k + cut :], "offsets": offsets, "special_tokens_mask": special[k + cut :]}
+    return ids[:k], ids[k:], enc, cut
+
+
+def _same_text_chunks(al: Alignment, text: str) -> tuple[np.ndarray, np.ndarray]:
+    """The alignment's chunk ids, ``-1`` for chunks whose two sides do not cover the same text
+    (whitespace at the edges aside). The chunk walk assumes both sides cover the text from its
+    start; with a straddler left out, the other side's first tokens cover text this side has no
+    token for, and the first chunk would pair different texts."""
+    raw = text.encode("utf-8")
+    extent: dict[int, list[tuple[int, int]]] = {}
+    for k, (chunks, spans) in enumerate(
+        ((al.teacher_chunks, al.teacher_spans), (al.student_chunks, al.student_spans))
     ):
-        offsets.append((max(start - shift, 0), max(end - shift, 0)))
-        mask.append(int(sp or b0 < seam))  # a seam-straddling token pairs with nothing
-    return ids[:k], {"ids": ids[k:], "offsets": offsets, "special_tokens_mask": mask}
+        for c, (a, b) in zip(chunks.tolist(), spans.tolist(), strict=True):
+            if c < 0:
+                continue
+            ext = extent.setdefault(c, [(1 << 62, -1), (1 << 62, -1)])
+            lo, hi = ext[k]
+            ext[k] = (min(lo, a), max(hi, b))
+    bad = [
+        c for c, ((ta, tb), (sa, sb)) in extent.items() if raw[ta:tb].strip() != raw[sa:sb].strip()
+    ]
+    t_ch, s_ch = al.teacher_chunks.copy(), al.student_chunks.copy()
+    t_ch[np.isin(t_ch, bad)] = -1
+    s_ch[np.isin(s_ch, bad)] = -1
+    return t_ch, s_ch
 
 
 def joint_tokenize(
@@ -71,30 +97,37 @@ def joint_tokenize(
         for side in ("teacher", "student")
     }
     prompt_ids: dict[str, list[list[int]]] = {"teacher": [], "student": []}
+    resp_ids: dict[str, list[np.ndarray]] = {"teacher": [], "student": []}
     encs: dict[str, list[dict[str, Any]]] = {"teacher": [], "student": []}
+    cuts: dict[str, list[int]] = {"teacher": [], "student": []}
     for side, core in cores.items():
         if not isinstance(core, CoreTokenizer):
             raise TypeError(f"tokenize_jointly needs transformers fast tokenizers ({side} side)")
         r = c.renderers[side]
         for p, t, text in zip(prompts, templated, texts, strict=True):
-            ids, enc = _side(core, r.text(p, t), text)
-            prompt_ids[side].append(r.prefix(t) + ids)
+            p_ids, r_ids, enc, cut = _side(core, r.text(p, t), text)
+            prompt_ids[side].append(r.prefix(t) + p_ids)
+            resp_ids[side].append(np.asarray(r_ids, np.int64))
             encs[side].append(enc)
-    t_ids = [np.asarray(e["ids"], np.int64) for e in encs["teacher"]]
-    s_ids = [np.asarray(e["ids"], np.int64) for e in encs["student"]]
+            cuts[side].append(cut)
     if c.same_tokenizer:
-        resp = Responses.identity(t_ids)
+        resp = Responses.identity(resp_ids["teacher"])
     else:
-        resp = Responses(t_ids, s_ids, [], [], [])
-        for text, te, se in zip(texts, encs["teacher"], encs["student"], strict=True):
+        resp = Responses(resp_ids["teacher"], resp_ids["student"], [], [], [])
+        for i, text in enumerate(texts):
             al = align_encodings(
                 text,
-                te,
-                se,
+                encs["teacher"][i],
+                encs["student"][i],
                 teacher_token_bytes=cores["teacher"],
                 student_token_bytes=cores["student"],
             )
-            resp.pairs.append(al.pairs.reshape(-1, 2))
-            resp.teacher_chunks.append(al.teacher_chunks)
-            resp.student_chunks.append(al.student_chunks)
+            ct, cs = cuts["teacher"][i], cuts["student"][i]
+            t_ch, s_ch = al.teacher_chunks, al.student_chunks
+            if ct or cs:
+                t_ch, s_ch = _same_text_chunks(al, text)
+            # Put a left-out straddler back: indices shift by one, and it has no chunk.
+            resp.pairs.append(al.pairs.reshape(-1, 2) + np.array([ct, cs], np.int64))
+            resp.teacher_chunks.append(np.concatenate([[-1] * ct, t_ch]).astype(np.int64))
+            resp.student_chunks.append(np.concatenate([[-1] * cs, s_ch]).astype(np.int64))
     return Tokenized(list(templated), prompt_ids["teacher"], prompt_ids["student"], resp)
