@@ -46,6 +46,13 @@ def add_distill_parser(sub: Any) -> None:
     m.add_argument("--output-dir", default="dskd-output")
     k = d.add_argument_group("distillation")
     k.add_argument("--loss", default="dskd", help="one of dskd_align.torch.LOSS_NAMES")
+    k.add_argument(
+        "--loss-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a loss option (repeatable), e.g. unmapped=other, chunk_weight=0.5",
+    )
     k.add_argument("--alpha", type=float, default=0.5)
     k.add_argument("--tau", type=float, default=None, help="KD temperature (loss default)")
     k.add_argument("--divergence", default="forward_kl")
@@ -150,12 +157,28 @@ class _Progress:
         self.file.close()
 
 
+def _loss_options(items: list[str]) -> dict[str, Any]:
+    """``["unmapped=other", "chunk_weight=0.5"]`` -> ``{"unmapped": "other", "chunk_weight": 0.5}``
+    (values parsed as JSON when they parse, so numbers and true/false keep their types)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--loss-option takes KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 def _config(args: argparse.Namespace, has_eval: bool) -> Any:
     from dskd_align.torch.config import DSKDConfig
 
     return DSKDConfig(
         output_dir=args.output_dir,
         loss=args.loss,
+        loss_kwargs=_loss_options(args.loss_option),
         alpha=args.alpha,
         tau=args.tau,
         divergence=args.divergence,

@@ -20,6 +20,7 @@ Defaults that differ from ``TrainingArguments``/``GKDConfig``, and why:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -36,6 +37,14 @@ class DSKDConfig(TrainingArguments):
     loss: str = field(
         default="dskd",
         metadata={"help": "Distillation objective, one of dskd_align.torch.LOSS_NAMES."},
+    )
+    loss_kwargs: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Options of the loss (build_loss): e.g. {'unmapped': 'other'} for exact_kd, "
+            "{'chunk_weight': 0.5} for chunk_kd, {'teacher_space': False} for dskd. A JSON "
+            "string is accepted (command lines)."
+        },
     )
     alpha: float = field(
         default=0.5, metadata={"help": "Loss = (1 - alpha) * gold CE + alpha * KD part."}
@@ -81,6 +90,13 @@ class DSKDConfig(TrainingArguments):
     report_to: str | list[str] | None = field(default="none")
 
     def __post_init__(self) -> None:
+        if isinstance(self.loss_kwargs, str):
+            try:
+                self.loss_kwargs = json.loads(self.loss_kwargs)
+            except json.JSONDecodeError as e:
+                raise ValueError(
+                    f"loss_kwargs is not valid JSON ({e}): {self.loss_kwargs!r}"
+                ) from None
         super().__post_init__()
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")

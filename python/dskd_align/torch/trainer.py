@@ -174,7 +174,9 @@ class DSKDTrainer(Trainer):
             )
         if args.disable_dropout:
             _disable_dropout(model)
-        options = {} if args.tau is None else {"tau": args.tau}
+        options = dict(args.loss_kwargs or {})
+        if args.tau is not None:
+            options["tau"] = args.tau
         self.loss_module = build_loss(
             args.loss,
             t_head.weight.detach().float(),
