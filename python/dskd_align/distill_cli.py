@@ -64,6 +64,13 @@ def add_distill_parser(sub: Any) -> None:
     k.add_argument("--top-k", type=int, default=0)
     k.add_argument("--top-p", type=float, default=1.0)
     k.add_argument("--max-length", type=int, default=1024)
+    k.add_argument(
+        "--chat-template",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="auto: chat rows templated on each side, plain rows plain on both",
+    )
+    k.add_argument("--tokenize-jointly", action="store_true", help="prompt+response as one text")
     t = d.add_argument_group("training")
     t.add_argument("--learning-rate", type=float, default=2e-5)
     t.add_argument("--batch-size", type=int, default=8, help="per device")
@@ -190,6 +197,8 @@ def _config(args: argparse.Namespace, has_eval: bool) -> Any:
         top_k=args.top_k,
         top_p=args.top_p,
         max_length=args.max_length,
+        use_chat_template={"auto": None, "on": True, "off": False}[args.chat_template],
+        tokenize_jointly=args.tokenize_jointly,
         learning_rate=args.learning_rate,
         per_device_train_batch_size=args.batch_size,
         per_device_eval_batch_size=args.batch_size,

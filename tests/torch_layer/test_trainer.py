@@ -146,3 +146,41 @@ def test_logits_model_without_head_is_refused(tmp_path, teacher_tok, student_tok
             processing_class=student_tok,
             teacher_processing_class=teacher_tok,
         )
+
+
+def test_chat_rows_jointly_tokenized_train(tmp_path, teacher_tok, student_chat_tok, rows):
+    # TRL's conversational prompt/completion rows, each side's own template, inference-style ids.
+    chat = [
+        {
+            "prompt": [{"role": "user", "content": r["prompt"]}],
+            "completion": [{"role": "assistant", "content": r["response"]}],
+        }
+        for r in rows[:8]
+    ]
+    tr = DSKDTrainer(
+        model=student_model(student_chat_tok),
+        teacher_model=teacher_model(teacher_tok),
+        args=_args(tmp_path, max_steps=2, tokenize_jointly=True, loss="exact_kd"),
+        train_dataset=chat,
+        processing_class=student_chat_tok,
+        teacher_processing_class=teacher_tok,
+    )
+    # Each side's turn-end token is linked in the vocabulary map (it ends every response).
+    t_end, s_end = tr.collator.end_ids(True)
+    assert tr.vocab_map.t2s[t_end] == s_end
+    logs = _train_logs(tr)
+    assert all(math.isfinite(h["loss"]) and h["n_aligned"] > 0 for h in logs)
+
+
+def test_model_smaller_than_its_tokenizer_is_refused(tmp_path, teacher_tok, student_tok, rows):
+    small = student_model(student_tok)
+    small.resize_token_embeddings(len(student_tok) - 10)
+    with pytest.raises(ValueError, match="student"):
+        DSKDTrainer(
+            model=small,
+            teacher_model=teacher_model(teacher_tok),
+            args=_args(tmp_path),
+            train_dataset=rows,
+            processing_class=student_tok,
+            teacher_processing_class=teacher_tok,
+        )

@@ -164,14 +164,17 @@ class DSKDTrainer(Trainer):
             s_tok,
             max_length=args.max_length,
             teacher_max_length=args.teacher_max_length,
+            use_chat_template=args.use_chat_template,
+            tokenize_jointly=args.tokenize_jointly,
         )
         if vocab_map is None and not collator.same_tokenizer:
-            vocab_map = VocabMap(
-                t_tok,
-                s_tok,
-                teacher_vocab_size=t_head.weight.shape[0],
-                student_vocab_size=s_head.weight.shape[0],
+            # Sized to the heads (checked against the tokenizers, with the fix in the error);
+            # the two sides' end tokens (EOS, chat turn ends) are linked as one pair.
+            vocab_map = VocabMap.for_models(
+                t_tok, s_tok, teacher_model, model, special_pairs=collator.special_pairs
             )
+        elif vocab_map is not None:
+            vocab_map.check_models(teacher_model, model)
         if args.disable_dropout:
             _disable_dropout(model)
         options = dict(args.loss_kwargs or {})
@@ -246,7 +249,10 @@ class DSKDTrainer(Trainer):
             kw.update(
                 temperature=self.args.temperature, top_k=self.args.top_k, top_p=self.args.top_p
             )
-        eos = self.collator.eos.get(side) or getattr(tok, "eos_token_id", None)
+        # Stop at the side's EOS and at its chat turn end (both, since rows may be either kind).
+        ends = {self.collator.eos.get(side), self.collator.turn_end.get(side)}
+        ends.add(getattr(tok, "eos_token_id", None))
+        eos = sorted(int(e) for e in ends if e is not None) or None
         was_training = model.training
         model.eval()
         with torch.no_grad():
