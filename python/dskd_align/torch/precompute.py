@@ -30,7 +30,9 @@ The original columns are kept (``remove_columns`` drops them if you like); a row
 ``dskd_*`` columns to be collated. Under ``num_proc > 1`` the collator is pickled to each worker
 and rebuilds its core aligner there (once per process). Ray hands columns as NumPy arrays (list
 values as arrays, strings as ``numpy.str_``): both are read, and with NumPy input the output
-columns are NumPy object arrays, which Ray stores as Arrow lists.
+columns are NumPy object arrays, which Ray stores as Arrow lists; since Ray replaces a batch
+with what the function returns (``datasets`` adds the returned columns instead), NumPy input
+columns are returned too.
 """
 
 from __future__ import annotations
@@ -124,8 +126,11 @@ def precompute_alignments(batch: Mapping[str, Sequence[Any]], collator: Any) -> 
         "dskd_teacher_chunks": ints(resp.teacher_chunks),
         "dskd_student_chunks": ints(resp.student_chunks),
     }
-    if numpy_in:
-        for k, v in out.items():
+    if numpy_in:  # Ray: the returned batch replaces the input, so pass its columns through
+        out = {**{k: v for k, v in batch.items() if k not in out}, **out}
+        for k, v in list(out.items()):
+            if k not in PRECOMPUTED_COLUMNS:
+                continue
             if k in ("dskd_key", "dskd_templated"):
                 out[k] = np.asarray(v)
             else:
