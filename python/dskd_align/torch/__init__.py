@@ -8,16 +8,19 @@ Data side: :class:`VocabMap` (byte-canonical overlap O and the t2s/s2t maps), :c
 
 from dskd_align.torch.collate import DSKDCollator
 from dskd_align.torch.data import DSKDBatch, split_row
+from dskd_align.torch.formats import RowFormatError, sharegpt_to_messages
 from dskd_align.torch.heads import HiddenStateError
 from dskd_align.torch.losses import DualSpaceKDLoss
 from dskd_align.torch.objectives import LOSS_NAMES, build_loss
 from dskd_align.torch.onpolicy import DecodedResponse, OnPolicyBatcher
+from dskd_align.torch.precompute import precompute_alignments
 from dskd_align.torch.projector import (
     StudentToTeacherProjector,
     init_t2s_projector,
     projector_param_group,
 )
-from dskd_align.torch.vocab import VocabMap, raw_string_overlap
+from dskd_align.torch.render import TemplateError, turn_end_token_id
+from dskd_align.torch.vocab import VocabMap, check_vocab_sizes, raw_string_overlap
 
 
 def __getattr__(name: str) -> object:
@@ -43,11 +46,17 @@ __all__ = [
     "HiddenStateError",
     "LOSS_NAMES",
     "OnPolicyBatcher",
+    "RowFormatError",
     "StudentToTeacherProjector",
+    "TemplateError",
     "VocabMap",
     "build_loss",
+    "check_vocab_sizes",
     "init_t2s_projector",
+    "precompute_alignments",
     "projector_param_group",
     "raw_string_overlap",
+    "sharegpt_to_messages",
     "split_row",
+    "turn_end_token_id",
 ]
