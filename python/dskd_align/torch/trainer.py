@@ -199,6 +199,7 @@ class DSKDTrainer(Trainer):
             processing_class=s_tok,
             **kwargs,
         )
+        self._refuse_sharded_heads()
         dtype = next(model.parameters()).dtype
         self.teacher = teacher_model.to(device=self.args.device, dtype=dtype).eval()
         self.teacher.requires_grad_(False)
@@ -211,6 +212,17 @@ class DSKDTrainer(Trainer):
             "train": defaultdict(list),
             "eval": defaultdict(list),
         }
+
+    def _refuse_sharded_heads(self) -> None:
+        """The losses read ``lm_head.weight`` outside the model's forward; FSDP and ZeRO-3 keep
+        only a shard of it there, which would give wrong shapes or silently wrong logits."""
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        zero3 = self.is_deepspeed_enabled and getattr(plugin, "zero_stage", 0) == 3
+        if self.is_fsdp_enabled or zero3:
+            raise ValueError(
+                "DSKDTrainer needs whole lm_head weights on every rank: FSDP and DeepSpeed "
+                "ZeRO-3 shard them. Use DDP (torchrun) or DeepSpeed ZeRO-1/2"
+            )
 
     # ---- optimizer: the loss's projectors get their own group ----
     def create_optimizer(self, model: Any = None) -> Any:
