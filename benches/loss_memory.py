@@ -1,4 +1,5 @@
-"""Peak memory and time of one forward+backward of ``DualSpaceKDLoss``: chunked against naive.
+"""Peak memory and time of one forward+backward of a loss (``--loss``, default the DSKD loss):
+chunked against naive.
 
 "Naive" is the same module with ``chunk_size=None``: the same math on all aligned rows at once,
 so it holds ``[N_aligned, V]`` float32 logits for both vocabularies. Each mode runs in a fresh
@@ -11,6 +12,9 @@ exist before the reset, so they are not counted; gradient buffers created by the
     python benches/loss_memory.py                    # N=2048, V_t=151936, V_s=32000, d 2048/1024
     python benches/loss_memory.py --quick            # small shapes, a few seconds
     python benches/loss_memory.py --out benches/results/loss_memory.md
+    python benches/loss_memory.py --loss exact_kd      # any build_loss name but "kd"
+
+For ``chunk_kd`` the sequence is split into chunks of 2 tokens on both sides (n/2 chunks).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ def worker(args: argparse.Namespace) -> None:
     """One mode in this (fresh) process; prints one JSON line, saves the gradients to args.save."""
     import torch
 
-    from dskd_align.torch.losses import DualSpaceKDLoss
+    from dskd_align.torch.objectives import build_loss
 
     torch.manual_seed(args.seed)
     n, vt, vs, dt, ds = args.n, args.vt, args.vs, args.dt, args.ds
@@ -61,45 +65,70 @@ def worker(args: argparse.Namespace) -> None:
         overlap_teacher_ids, overlap_student_ids = o_t, o_s
 
     Vocab.t2s = t2s
+    Vocab.s2t = torch.full((vs,), -1, dtype=torch.long)
+    Vocab.s2t[o_s] = o_t
     chunk = None if args.mode == "naive" else args.chunk
-    loss_fn = DualSpaceKDLoss(
-        W_t, W_s.detach(), Vocab, divergence=args.divergence, chunk_size=chunk
+    loss_fn = build_loss(
+        args.loss, W_t, W_s.detach(), Vocab, divergence=args.divergence, chunk_size=chunk
     )
+    proj = [p for p in loss_fn.parameters() if p.requires_grad]
     # One sequence of n+1 tokens per side: n aligned prediction positions, n gold labels.
     h_t = torch.randn(1, n + 1, dt) * 4
     h_s = (torch.randn(1, n + 1, ds) * 4).requires_grad_()
     labels = torch.randint(0, vs, (1, n + 1))
     pos = torch.arange(n)
-    align = (torch.zeros(n, dtype=torch.long), pos, pos)
+    chunks = torch.cat([torch.tensor([-1]), torch.arange(n) // 2])[None]  # [1, n+1]
+    batch = {
+        "student_labels": labels,
+        "student_input_ids": labels,
+        "teacher_input_ids": torch.randint(0, vt, (1, n + 1)),
+        "student_chunk_ids": chunks,
+        "teacher_chunk_ids": chunks,
+        "align_batch": torch.zeros(n, dtype=torch.long),
+        "align_teacher_pos": pos,
+        "align_student_pos": pos,
+    }
+
+    def run(b: dict) -> tuple:
+        return loss_fn.forward_batch(b, h_s, h_t, W_s, W_t)
+
+    def clear() -> None:
+        h_s.grad = W_s.grad = None
+        for p in proj:
+            p.grad = None
 
     # Warm-up on 4 rows: thread pools and kernels initialize lazily on the first call, which
     # would otherwise be timed; 4 rows of logits are too small to move the memory baseline.
-    warm = tuple(t[:4] for t in align)
-    loss_fn(h_s, h_t, W_s, W_t, labels, *warm)[0].backward()
-    h_s.grad = W_s.grad = loss_fn.t2s_projector.weight.grad = None
+    warm = dict(batch, student_labels=labels.clone(), student_chunk_ids=chunks.clone())
+    warm["student_labels"][:, 5:] = -100
+    warm["student_chunk_ids"][:, 5:] = -1
+    for k in ("align_batch", "align_teacher_pos", "align_student_pos"):
+        warm[k] = batch[k][:4]
+    run(warm)[0].backward()
+    clear()
     rss_before = _status_kb("VmRSS")
     exact = _reset_peak()
     hwm_before = _status_kb("VmHWM")
     t0 = time.perf_counter()
-    loss, metrics = loss_fn(h_s, h_t, W_s, W_t, labels, *align)
+    loss, metrics = run(batch)
     loss.backward()
     seconds = time.perf_counter() - t0
     peak_kb = _status_kb("VmHWM") - (rss_before if exact else hwm_before)
     times = [seconds]
     for _ in range(args.reps - 1):  # more timings; the machine is noisy, report the median
-        h_s.grad = W_s.grad = loss_fn.t2s_projector.weight.grad = None
+        clear()
         t0 = time.perf_counter()
-        loss_fn(h_s, h_t, W_s, W_t, labels, *align)[0].backward()
+        run(batch)[0].backward()
         times.append(time.perf_counter() - t0)
-    grads = {"h_s": h_s.grad, "W_s": W_s.grad, "proj": loss_fn.t2s_projector.weight.grad}
+    grads = {"h_s": h_s.grad, "W_s": W_s.grad, **{f"proj{i}": p.grad for i, p in enumerate(proj)}}
     torch.save(grads, args.save)
     out = {
         "mode": args.mode,
         "peak_mb": peak_kb / 1024,
         "seconds": sorted(times)[len(times) // 2],
         "loss": loss.item(),
-        "n_agree": int(metrics["n_agree"]),
-        "n_valid": int(metrics["n_valid"]),
+        "n_agree": int(metrics.get("n_agree", -1)),
+        "n_valid": int(metrics.get("n_valid", -1)),
         "exact_peak": exact,
         "threads": torch.get_num_threads(),
     }
@@ -120,6 +149,7 @@ def main() -> None:
     ap.add_argument("--overlap", type=int, default=8192, help="|O| (only the init depends on it)")
     ap.add_argument("--chunk", type=int, default=256)
     ap.add_argument("--divergence", default="forward_kl")
+    ap.add_argument("--loss", default="dskd", help="a build_loss name (not 'kd')")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reps", type=int, default=3, help="timed steps per mode (median)")
     ap.add_argument("--quick", action="store_true", help="N=512, V 16384/8000, d 256/128, chunk 64")
@@ -140,7 +170,7 @@ def main() -> None:
     here = os.path.dirname(os.path.abspath(__file__))
     passthrough = [f"--{k}={getattr(args, k)}" for k in ("n", "vt", "vs", "dt", "ds", "overlap")]
     passthrough += [f"--chunk={args.chunk}", f"--divergence={args.divergence}"]
-    passthrough += [f"--seed={args.seed}", f"--reps={args.reps}"]
+    passthrough += [f"--seed={args.seed}", f"--reps={args.reps}", f"--loss={args.loss}"]
     results, grads = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("naive", "chunked"):
@@ -157,7 +187,8 @@ def main() -> None:
     loss_rel = abs(ch["loss"] - nv["loss"]) / abs(nv["loss"])
     grad_rel = {k: _max_rel(grads["chunked"][k], grads["naive"][k]) for k in grads["naive"]}
     lines = [
-        f"N_aligned={args.n} V_t={args.vt} V_s={args.vs} d_t={args.dt} d_s={args.ds} "
+        f"loss={args.loss} N_aligned={args.n} V_t={args.vt} V_s={args.vs} d_t={args.dt} "
+        f"d_s={args.ds} "
         f"chunk={args.chunk} divergence={args.divergence} float32 CPU, "
         f"{nv['threads']} threads; |A'|={nv['n_valid']} |G|={nv['n_agree']}",
         "",

@@ -57,14 +57,16 @@ def identity_maps(v_teacher: int, v_student: int) -> tuple[Tensor, Tensor]:
     return t2s.masked_fill(t2s >= v_student, -1), s2t.masked_fill(s2t >= v_teacher, -1)
 
 
-def _log_push(p: Tensor, src: Tensor, dst: Tensor, n_out: int) -> Tensor:
-    """``log`` of ``p`` ``[n, V_from]`` pushed through ``src -> dst`` onto ``[n, n_out]``.
+def _push(p: Tensor, index: Tensor, n_out: int) -> Tensor:
+    """``p`` ``[n, V_from]`` added up by ``index`` ``[V_from]`` (values ``0..n_out``; ``n_out``
+    collects the ids with no twin) -> ``[n, n_out + 1]``. No ``[n, |mapped|]`` gather copy."""
+    return p.new_zeros((p.shape[0], n_out + 1)).index_add(1, index, p)
 
-    Entries that receive nothing are ``log(tiny)``, not ``-inf`` (``log`` of an exact 0 would make
-    a NaN gradient); callers mask the ids outside the map's image with ``-inf`` themselves.
-    """
-    pushed = p.new_zeros((p.shape[0], n_out)).index_add(1, dst, p[:, src])  # [n, n_out]
-    return pushed.clamp_min(torch.finfo(p.dtype).tiny).log()
+
+def _safe_log(x: Tensor) -> Tensor:
+    """``log`` with exact zeros as ``log(tiny)``: ``log 0`` would make a NaN gradient; callers
+    mask the entries that must be ``-inf`` (outside the map's image) themselves."""
+    return x.clamp_min(torch.finfo(x.dtype).tiny).log()
 
 
 def _log_mass(lp: Tensor, mask: Tensor, any_set: bool) -> Tensor:
@@ -116,21 +118,24 @@ class ExactPairKD(nn.Module):
                 "teacher_vocab_size=/student_vocab_size= the models' head rows"
             )
         # Static index sets (computed once here, so the step needs no data-dependent nonzero).
-        t_src = (t2s >= 0).nonzero().squeeze(1)  # teacher ids with a student twin
-        s_src = (s2t >= 0).nonzero().squeeze(1)  # student ids with a teacher twin
-        s_image = torch.zeros(student_vocab_size, dtype=torch.bool)
-        s_image[t2s[t_src]] = True  # student ids some teacher id maps to
-        t_image = torch.zeros(teacher_vocab_size, dtype=torch.bool)
-        t_image[s2t[s_src]] = True  # teacher ids some student id maps to
-        for name, t in (("t_src", t_src), ("t_dst", t2s[t_src]), ("s_src", s_src),
-                        ("s_dst", s2t[s_src]), ("s_image", s_image), ("t_image", t_image),
-                        ("t2s", t2s), ("s_none", s2t < 0)):  # fmt: skip
+        # *_full: the map with "no twin" sent to one extra column (V of the other side).
+        t_full = t2s.masked_fill(t2s < 0, student_vocab_size)  # [V_t] in 0..V_s
+        s_full = s2t.masked_fill(s2t < 0, teacher_vocab_size)  # [V_s] in 0..V_t
+        t_none = bool((t2s < 0).any())
+        # Which columns of a pushed [n, V + 1] tensor can hold mass: the map's image, and the
+        # extra column when some id has no twin.
+        s_image = torch.zeros(student_vocab_size + 1, dtype=torch.bool)
+        s_image[t_full] = True  # [V_s + 1]
+        t_image = torch.zeros(teacher_vocab_size + 1, dtype=torch.bool)
+        t_image[s_full] = True  # [V_t + 1]
+        for name, t in (("t_full", t_full), ("s_full", s_full), ("s_image", s_image),
+                        ("t_image", t_image), ("t2s", t2s)):  # fmt: skip
             self.register_buffer(name, t, persistent=False)
+        self.register_buffer("t_none", (t2s < 0).to(torch.float32), persistent=False)
         self._any = {  # does each "other" set have a member (Python bools, fixed)
-            "t_unmapped": bool(t_src.numel() < teacher_vocab_size),
-            "s_outside": bool(not s_image.all()),
-            "s_unmapped": bool(s_src.numel() < student_vocab_size),
-            "t_outside": bool(not t_image.all()),
+            "t_unmapped": t_none,
+            "s_outside": bool(not s_image[:-1].all()),
+            "t_outside": bool(not t_image[:-1].all()),
         }
 
     def _pair(self, stu: Tensor, tgt: Tensor) -> Tensor:
@@ -143,40 +148,40 @@ class ExactPairKD(nn.Module):
     def _student_space(self, lp_t: Tensor, lp_s: Tensor) -> Tensor:
         """``[n, V_t]``, ``[n, V_s]`` log-probs -> ``D`` per row ``[n]`` on student ids."""
         v_s = lp_s.shape[1]
-        tgt = _log_push(lp_t.exp(), self.t_src, self.t_dst, v_s)  # [n, V_s]
-        tgt = tgt.masked_fill(~self.s_image, -math.inf)
+        with torch.no_grad():  # the target: the teacher pushed onto student ids (+ "other")
+            tgt = _push(lp_t.exp(), self.t_full, v_s).clamp_min_(torch.finfo(lp_t.dtype).tiny)
+            tgt = tgt.log_().masked_fill_(~self.s_image, -math.inf)  # [n, V_s + 1]
         if self.unmapped == "renormalize":
-            return self._pair(lp_s, tgt)
-        t_other = _log_mass(lp_t, self.t2s < 0, self._any["t_unmapped"])  # [n, 1]
-        s_other = _log_mass(lp_s, ~self.s_image, self._any["s_outside"])  # [n, 1]
-        stu = torch.cat([lp_s.masked_fill(~self.s_image, -math.inf), s_other], 1)
-        return self._pair(stu, torch.cat([tgt, t_other], 1))  # [n, V_s + 1] each
+            return self._pair(lp_s, tgt[:, :v_s])
+        s_other = _log_mass(lp_s, ~self.s_image[:v_s], self._any["s_outside"])  # [n, 1]
+        stu = torch.cat([lp_s.masked_fill(~self.s_image[:v_s], -math.inf), s_other], 1)
+        return self._pair(stu, tgt)  # [n, V_s + 1] each
 
     def _teacher_space(self, lp_t: Tensor, lp_s: Tensor) -> Tensor:
         """The mirror: student pushed onto teacher ids, ``D`` per row ``[n]``."""
-        stu = _log_push(lp_s.exp(), self.s_src, self.s_dst, lp_t.shape[1])  # [n, V_t]
+        v_t = lp_t.shape[1]
+        stu = _safe_log(_push(lp_s.exp(), self.s_full, v_t))  # [n, V_t + 1], differentiable
         stu = stu.masked_fill(~self.t_image, -math.inf)
-        tgt = lp_t.masked_fill(~self.t_image, -math.inf)
+        tgt = lp_t.masked_fill(~self.t_image[:v_t], -math.inf)  # [n, V_t], no graph
         if self.unmapped == "renormalize":
-            return self._pair(stu, tgt)
-        s_other = _log_mass(lp_s, self.s_none, self._any["s_unmapped"])  # [n, 1]
-        t_other = _log_mass(lp_t, ~self.t_image, self._any["t_outside"])
-        return self._pair(torch.cat([stu, s_other], 1), torch.cat([tgt, t_other], 1))
+            return self._pair(stu[:, :v_t], tgt)
+        t_other = _log_mass(lp_t, ~self.t_image[:v_t], self._any["t_outside"])
+        return self._pair(stu, torch.cat([tgt, t_other], 1))  # [n, V_t + 1] each
 
     def _chunk(self, h_t: Tensor, h_s: Tensor, W_t: Tensor, W_s: Tensor, b_t: Any, b_s: Any
                ) -> tuple[tuple, tuple]:  # fmt: skip
         """Sums over ``n`` pair rows: ``((kd_student_space, kd_teacher_space), (top1 matches,
         teacher mass without a student twin))``."""
-        z_t = lm_logits(h_t, W_t, b_t)  # [n, V_t], detached teacher
+        with torch.no_grad():  # the teacher is frozen: no graph, temporaries freed at once
+            lp_t = torch.log_softmax(lm_logits(h_t, W_t, b_t).div_(self.tau), -1)  # [n, V_t]
         z_s = lm_logits(h_s, W_s, b_s)  # [n, V_s]
-        lp_t = torch.log_softmax(z_t / self.tau, -1)
         lp_s = torch.log_softmax(z_s / self.tau, -1)
         zero = z_s.new_zeros(())
         stu = self._student_space(lp_t, lp_s).sum() if self.space != "teacher" else zero
         tea = self._teacher_space(lp_t, lp_s).sum() if self.space != "student" else zero
         with torch.no_grad():
-            top1 = (self.t2s[z_t.argmax(-1)] == z_s.argmax(-1)).sum()
-            lost = lp_t.exp().masked_fill(self.t2s >= 0, 0.0).sum()
+            top1 = (self.t2s[lp_t.argmax(-1)] == z_s.argmax(-1)).sum()
+            lost = (lp_t.exp() @ self.t_none.to(lp_t.dtype)).sum()  # mass without a twin
         return (stu, tea), (top1, lost)
 
     def kd(

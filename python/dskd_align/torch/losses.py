@@ -237,6 +237,12 @@ class DualSpaceKDLoss(nn.Module):
                 student_lm_head_weight.shape[0],
                 teacher_lm_head_weight.device,
             )
+        if vocab.t2s.shape[0] != teacher_lm_head_weight.shape[0]:
+            raise ValueError(
+                f"vocab.t2s has {vocab.t2s.shape[0]} rows but the teacher head has "
+                f"{teacher_lm_head_weight.shape[0]}: build the VocabMap with teacher_vocab_size="
+                "the head's row count (or pad t2s with -1 up to it)"
+            )
         self.register_buffer("t2s", vocab.t2s.to(torch.long).clone(), persistent=False)
         self.t2s_projector = (
             t2s_projector_from_lm_heads(teacher_lm_head_weight, student_lm_head_weight, vocab)
