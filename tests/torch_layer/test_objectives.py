@@ -185,3 +185,20 @@ def test_build_loss_errors():
         build_loss("chunk_kd", pr.W_t, pr.W_s, pr.vocab, divergence="kl2")
     assert build_loss("dskd", pr.W_t, pr.W_s, pr.vocab).tau == 2.0
     assert build_loss("exact_kd", pr.W_t, pr.W_s, pr.vocab).parts["exact_kd"].tau == 1.0
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_bf16_inputs_give_float32_loss_and_bf16_gradients(name):
+    pr = problem(seed=11, dtype=torch.float32)
+    W_t, h_t, vocab = _args(name, pr)
+    W_t, h_t = W_t.float(), h_t.float()
+    mod = build_loss(name, W_t, pr.W_s.detach(), vocab, chunk_size=4)
+    ref, _ = mod.forward_batch(pr.batch, pr.h_s, h_t, pr.W_s, W_t)
+    h_s = pr.h_s.detach().bfloat16().requires_grad_()
+    W_s = pr.W_s.detach().bfloat16().requires_grad_()
+    loss, m = mod.forward_batch(pr.batch, h_s, h_t.bfloat16(), W_s, W_t.bfloat16())
+    assert loss.dtype == torch.float32 and m["ce_gold"].dtype == torch.float32
+    torch.testing.assert_close(loss, ref.detach(), rtol=0.05, atol=0.02)  # bf16 matmuls
+    loss.backward()
+    assert h_s.grad.dtype == W_s.grad.dtype == torch.bfloat16
+    assert torch.isfinite(h_s.grad.float()).all() and torch.isfinite(W_s.grad.float()).all()
