@@ -194,3 +194,23 @@ def test_real_collator_batch(teacher_tok, student_tok, rows):
     loss, m2 = both.forward_batch(batch, h_s, h_t, W_s, W_t)
     assert torch.isfinite(loss) and m2["n_aligned"] == batch.num_pairs
     torch.testing.assert_close(m2["kd_total"], m2["kd_exact"] + m2["kd_chunk"])
+
+
+def test_nan_hidden_states_outside_chunks_do_not_leak():
+    """Some attention kernels leave NaN at padding positions; rows outside every chunk must not
+    reach the value or any gradient."""
+    pr = problem(seed=9)
+    mod = build_loss("chunk_kd", pr.W_t, pr.W_s.detach(), pr.vocab, alpha=1.0, chunk_size=4)
+    ref, _ = mod.forward_batch(pr.batch, pr.h_s, pr.h_t, pr.W_s, pr.W_t)
+    outside_s = pr.batch["student_chunk_ids"][:, 1:] < 0  # prediction positions 0..L-2
+    outside_t = pr.batch["teacher_chunk_ids"][:, 1:] < 0
+    h_s = pr.h_s.detach().clone()
+    h_s[:, :-1][outside_s] = float("nan")
+    h_s[:, -1] = float("nan")  # the last position predicts nothing
+    h_s.requires_grad_()
+    h_t = pr.h_t.clone()
+    h_t[:, :-1][outside_t] = float("nan")
+    loss, _ = mod.forward_batch(pr.batch, h_s, h_t, pr.W_s, pr.W_t)
+    torch.testing.assert_close(loss, ref)
+    loss.backward()
+    assert torch.isfinite(pr.W_s.grad).all() and torch.isfinite(h_s.grad).all()

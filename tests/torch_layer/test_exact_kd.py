@@ -195,3 +195,16 @@ def test_bad_options_and_maps():
     pr.vocab.t2s = pr.vocab.t2s[:-1]
     with pytest.raises(ValueError, match="teacher_vocab_size="):
         build_loss("exact_kd", pr.W_t, pr.W_s, pr.vocab)
+
+
+def test_without_alignment_one_tokenizer_uses_every_label_position():
+    pr = problem(seed=9)
+    W = pr.W_s.detach()
+    mod = build_loss("exact_kd", W, W, None, alpha=1.0)
+    batch = {k: v for k, v in pr.batch.items() if not k.startswith("align_")}
+    h_t = torch.randn_like(pr.h_s)
+    _, m = mod.forward_batch(batch, pr.h_s, h_t, pr.W_s, W)
+    keep = pr.batch["student_labels"][:, 1:] != -100
+    z_t, z_s = (h_t @ W.T)[:, :-1][keep], (pr.h_s @ W.T)[:, :-1][keep]
+    torch.testing.assert_close(m["kd_exact"], get_divergence("forward_kl")(z_s, z_t).mean())
+    assert m["n_aligned"] == keep.sum()

@@ -75,6 +75,9 @@ def chunk_log_probs(
     seg = chunk_ids[:, 1:].reshape(-1)  # [B*(L-1)]
     inside = seg >= 0
     targets = torch.where(inside, input_ids[:, 1:].reshape(-1), -1)[:, None]  # [N, 1]
+    # Rows outside every chunk (prompt, padding) are computed but must not matter: zeroed, so
+    # a NaN that some attention kernels leave at padding positions cannot reach the head's grad.
+    rows = torch.where(inside[:, None], rows, 0.0)
     lp = token_log_probs(rows, lm_head_weight, lm_head_bias, targets, (tau,), chunk_size)[:, 0]
     index = seg.clamp_min(0)  # outside rows add 0 (their lp is 0) to segment 0
     sums = lp.new_zeros(n_segments).index_add(0, index, lp)  # [S]

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from dskd_align.torch.chunked import chunked_sums
 from dskd_align.torch.divergences import get_divergence
 from dskd_align.torch.heads import lm_logits
+from dskd_align.torch.losses import identity_alignment
 
 __all__ = ["UNMAPPED_RULES", "ExactPairKD", "SPACES", "identity_maps"]
 
@@ -195,7 +196,11 @@ class ExactPairKD(nn.Module):
         teacher_lm_head_bias: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """KD part ``[]`` (mean over pairs of the chosen space(s), summed) and its metrics."""
-        b, pt, ps = batch["align_batch"], batch["align_teacher_pos"], batch["align_student_pos"]
+        if batch.get("align_batch") is None:  # one shared tokenizer: every label position
+            b, pt, ps = identity_alignment(batch["student_labels"])
+        else:
+            b, pt = batch["align_batch"], batch["align_teacher_pos"]
+            ps = batch["align_student_pos"]
         rows_t = teacher_hidden.detach()[b, pt]  # [A, d_t]
         rows_s = student_hidden[b, ps]  # [A, d_s]
         bias_t = None if teacher_lm_head_bias is None else teacher_lm_head_bias.detach()
