@@ -122,7 +122,6 @@ class ExactPairKD(nn.Module):
         # *_full: the map with "no twin" sent to one extra column (V of the other side).
         t_full = t2s.masked_fill(t2s < 0, student_vocab_size)  # [V_t] in 0..V_s
         s_full = s2t.masked_fill(s2t < 0, teacher_vocab_size)  # [V_s] in 0..V_t
-        t_none = bool((t2s < 0).any())
         # Which columns of a pushed [n, V + 1] tensor can hold mass: the map's image, and the
         # extra column when some id has no twin.
         s_image = torch.zeros(student_vocab_size + 1, dtype=torch.bool)
@@ -134,7 +133,6 @@ class ExactPairKD(nn.Module):
             self.register_buffer(name, t, persistent=False)
         self.register_buffer("t_none", (t2s < 0).to(torch.float32), persistent=False)
         self._any = {  # does each "other" set have a member (Python bools, fixed)
-            "t_unmapped": t_none,
             "s_outside": bool(not s_image[:-1].all()),
             "t_outside": bool(not t_image[:-1].all()),
         }
