@@ -7,7 +7,11 @@ import pytest
 import torch
 
 from dskd_align.torch import DSKDCollator
-from dskd_align.torch.precompute import PRECOMPUTED_COLUMNS, precompute_alignments
+from dskd_align.torch.precompute import (
+    PRECOMPUTED_COLUMNS,
+    precompute_alignments,
+    precompute_dataset,
+)
 
 PLAIN = [
     {"prompt": "Write a haiku.", "response": "Leaves fall in the wind,\nred and gold 🙂 —"},
@@ -108,6 +112,16 @@ def test_datasets_map(teacher_tok, student_chat_tok, num_proc):
         )
         assert ds.features["dskd_pairs"].feature.dtype == "int64"
         _check(c, rows, list(ds))
+        quick = precompute_dataset(
+            datasets.Dataset.from_list(rows), c, num_proc=num_proc, batch_size=3
+        )
+        _check(c, rows, list(quick))
+        assert (
+            quick._fingerprint
+            == precompute_dataset(
+                datasets.Dataset.from_list(rows), c, num_proc=num_proc, batch_size=3
+            )._fingerprint
+        )  # deterministic, so datasets' cache finds it again
         slim = ds.remove_columns([k for k in ds.column_names if not k.startswith("dskd_")])
         loader = torch.utils.data.DataLoader(slim, batch_size=4, collate_fn=c)
         for k, batch in enumerate(loader):
