@@ -1,183 +1,322 @@
-"""``dskd-align demo``: distill a tiny teacher into a tiny student end to end, offline, on CPU.
+"""The embedded demo: does cross-tokenizer KD give a student what same-tokenizer KD gives it?
 
-What it does, all from scratch in about a minute:
-1. the embedded tokenizer pair (byte-level BPE teacher, SentencePiece-style byte-fallback student;
-   or real ones through ``--teacher/--student``), wrapped as transformers fast tokenizers;
-2. a tiny GPT-2-style teacher and a tiny Llama-style student built from configs (random init);
-3. the teacher is first trained on the corpus with plain cross-entropy, so it has something to
-   teach;
-4. two copies of the same student initialization are trained for the same steps on the same
-   batches: one with dual-space KD (``DualSpaceKDLoss``, alpha 0.5), one with cross-entropy only
-   (alpha 0). Held-out student cross-entropy of both is printed, along with the KD terms,
-   teacher/student agreement and alignment coverage, so the effect is measured, not assumed.
+Fully offline on CPU (about 5 minutes on 2 cores the first time, under 2 once the models are
+cached). The paper's regime, shrunk (``demo_data``/``demo_models`` record the choices):
 
-Rows are ``{"prompt", "response"}``: a line of the corpus and the lines after it.
+1. a GPT-2-style teacher (byte-level BPE) trained on one slice of the embedded corpus (Python
+   stdlib source) and the task's train rows; two Llama-style students *pretrained* on another
+   slice: ``cross`` (embedded SentencePiece-style tokenizer) and ``same`` (the teacher's
+   tokenizer). All three are cached under the user's cache directory;
+2. distillation on the task (rows = a corpus line as prompt, the next lines as response): every
+   arm starts from the same pretrained student and sees the same batches for the same steps
+   through :class:`~dskd_align.torch.DSKDTrainer`; only the loss differs;
+3. the validation split picks each arm's best step; the test split at that step is reported in
+   bits/byte (tokenizer-independent: a per-token CE means nothing across tokenizers);
+4. gap closure of a cross-tokenizer arm X = (SFT_cross - X_cross) / (SFT_same - KD_same): the
+   share of what vanilla KD gives a same-tokenizer student that X gives a cross-tokenizer one.
+
+``backend="loop"`` runs the same arms through a plain loop (``demo_train``) that computes the
+frozen teacher once per batch: same losses and batches, about 2x faster; the benchmark
+(``benches/gap_closure.py``) uses it for its many arms.
 """
 
 from __future__ import annotations
 
 import copy
-import random
+import statistics
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import (
-    GPT2Config,
-    GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedTokenizerFast,
-)
 
-from dskd_align import embedded
-from dskd_align.torch import DSKDCollator, DualSpaceKDLoss, VocabMap, projector_param_group
+from dskd_align.demo_data import make_batches, response_bytes, task_rows
+from dskd_align.demo_models import DemoSize, Tokenizers, pretrained_models, tokenizers
+from dskd_align.demo_train import ArmData, ArmResult, evaluate, teacher_hidden, train_arm
 
-__all__ = ["run_demo"]
+__all__ = ["ARMS", "DEFAULT_ARMS", "DemoSize", "run_demo"]
+
+# arm name -> (student, build_loss name, loss options). "*-same" students use the teacher's
+# tokenizer. DSKD as the paper: alpha 0.5, tau 2, pinv-initialized projector.
+ARMS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "sft-cross": ("cross", "sft", {}),
+    "dskd-cross": ("cross", "dskd", {"tau": 2.0}),
+    "exact_kd-cross": ("cross", "exact_kd", {"tau": 1.0}),
+    "chunk_kd-cross": ("cross", "chunk_kd", {"tau": 1.0}),
+    "exact_kd+chunk_kd-cross": ("cross", "exact_kd+chunk_kd", {"tau": 1.0}),
+    "sft-same": ("same", "sft", {}),
+    "kd-same": ("same", "kd", {"tau": 1.0}),
+}
+DEFAULT_ARMS = ("sft-cross", "dskd-cross", "chunk_kd-cross", "sft-same", "kd-same")
+REFERENCE = ("sft-cross", "sft-same", "kd-same")  # needed for the gap closure
 
 
-def _fast(tok: Any, bos: str | None, eos: str, pad: str) -> PreTrainedTokenizerFast:
-    if isinstance(tok, str):
-        from transformers import AutoTokenizer
+class DemoError(ValueError):
+    """Bad demo settings; the message names the fix."""
 
-        fast = AutoTokenizer.from_pretrained(tok)
-        if fast.pad_token is None:
-            fast.pad_token = fast.eos_token
-        return fast
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad
+
+def _arm(name: str) -> tuple[str, str, dict[str, Any]]:
+    if name in ARMS:
+        return ARMS[name]
+    for suffix in ("-cross", "-same"):
+        if name.endswith(suffix):  # any build_loss name, e.g. "dskd+exact_kd-cross"
+            return suffix[1:], name[: -len(suffix)], {}
+    raise DemoError(f"unknown arm {name!r}: use one of {sorted(ARMS)} or '<loss>-cross'")
+
+
+def _data(col: Any, teacher: Any, train: list, val: list, test: list, bs: int) -> ArmData:
+    tr = make_batches(col, train, bs)
+    return ArmData(
+        tr,
+        teacher_hidden(teacher, tr),
+        make_batches(col, val, 32),
+        make_batches(col, test, 32),
+        response_bytes(val),
+        response_bytes(test),
     )
 
 
-def _rows(seed: int, n: int = 400) -> list[dict[str, str]]:
-    """Prompt = one non-empty corpus line, response = the next 1-3 lines."""
-    lines = [ln for ln in embedded.corpus() if ln.strip()]
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        i = rng.randrange(len(lines) - 4)
-        k = rng.randint(1, 3)
-        rows.append({"prompt": lines[i], "response": "".join(lines[i + 1 : i + 1 + k])})
-    return rows
+def _trainer_arm(
+    name: str, student: Any, teacher: Any, toks: Tokenizers, kind: str, loss: str,
+    opts: dict[str, Any], train: list, data: ArmData, *, steps: int, eval_every: int, lr: float,
+    alpha: float, batch_size: int, seed: int, log: Callable[[str], None],
+) -> ArmResult:  # fmt: skip
+    """One arm through DSKDTrainer; a callback evaluates validation bits/byte and keeps the best
+    weights."""
+    import time
+
+    from transformers import PrinterCallback, TrainerCallback
+
+    from dskd_align.torch import DSKDConfig, DSKDTrainer
+
+    res = ArmResult(name)
+    t0 = time.perf_counter()
+    res.val_bpb = evaluate(student, data.val, data.val_bytes)
+    res.curve.append((0, res.val_bpb))
+    best = [copy.deepcopy(student.state_dict())]
+
+    class _Val(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            step = state.global_step
+            if step % eval_every and step != steps:
+                return
+            v = evaluate(student, data.val, data.val_bytes)
+            res.curve.append((step, v))
+            if v < res.val_bpb:
+                res.val_bpb, res.best_step = v, step
+                best[0] = copy.deepcopy(student.state_dict())
+
+    opts = dict(opts)
+    tau = opts.pop("tau", None)
+    with tempfile.TemporaryDirectory() as out:
+        cfg = DSKDConfig(
+            output_dir=out, loss=loss, alpha=alpha if loss != "sft" else 0.0, tau=tau,
+            loss_kwargs=opts or None, max_steps=steps, per_device_train_batch_size=batch_size,
+            learning_rate=lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
+            max_grad_norm=1.0, logging_steps=max(1, steps // 8), save_strategy="no",
+            report_to=[], seed=seed, use_cpu=True, disable_tqdm=True, dataloader_num_workers=0,
+        )  # fmt: skip
+        same = kind == "same"
+        trainer = DSKDTrainer(
+            model=student, teacher_model=teacher, args=cfg, train_dataset=train,
+            processing_class=toks.teacher if same else toks.student,
+            teacher_processing_class=toks.teacher, callbacks=[_Val()],
+        )  # fmt: skip
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
+        res.train_loss = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    student.load_state_dict(best[0])
+    res.test_bpb = evaluate(student, data.test, data.test_bytes)
+    res.seconds = time.perf_counter() - t0
+    log(
+        f"  {name:<24} best val {res.val_bpb:.4f} at step {res.best_step:>4}, "
+        f"test {res.test_bpb:.4f} bits/byte ({res.seconds:.0f} s)"
+    )
+    return res
 
 
-def _hidden(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+def run_seed(
+    seed: int, arms: Sequence[str], *, steps: int, size: DemoSize, cache_dir: Any, lr: float,
+    alpha: float, batch_size: int, eval_every: int, backend: str, log: Callable[[str], None],
+    n_val: int = 128, n_test: int = 256,
+) -> dict[str, ArmResult]:  # fmt: skip
+    """Every arm of one seed (the seed picks the pretraining, the task rows and their order)."""
+    from dskd_align.torch import DSKDCollator, VocabMap
+    from dskd_align.torch.objectives import build_loss
+
+    toks = tokenizers()
+    models = pretrained_models(size, seed, toks, cache_dir, log)
+    teacher = models["teacher"]
+    train = task_rows("train", size.train_rows, seed)
+    val, test = task_rows("val", n_val, seed), task_rows("test", n_test, seed)
+    cols = {
+        "cross": DSKDCollator(toks.teacher, toks.student),
+        "same": DSKDCollator(toks.teacher, toks.teacher),
+    }
+    data = {k: _data(c, teacher, train, val, test, batch_size) for k, c in cols.items()}
+    vmap = VocabMap(
+        toks.teacher,
+        toks.student,
+        teacher_vocab_size=teacher.lm_head.weight.shape[0],
+        student_vocab_size=models["cross"].lm_head.weight.shape[0],
+    )
+    out = {}
+    for name in arms:
+        kind, loss, opts = _arm(name)
+        torch.manual_seed(seed)
+        student = copy.deepcopy(models[kind])
+        common = dict(steps=steps, eval_every=eval_every, lr=lr, seed=seed, log=log)
+        if backend == "trainer":
+            out[name] = _trainer_arm(
+                name, student, teacher, toks, kind, loss, opts, train, data[kind],
+                alpha=alpha, batch_size=batch_size, **common,
+            )  # fmt: skip
+        else:
+            fn = build_loss(
+                loss,
+                teacher.lm_head.weight.detach(),
+                student.lm_head.weight.detach(),
+                vmap if kind == "cross" else None,
+                alpha=alpha if loss != "sft" else 0.0,
+                **opts,
+            )
+            out[name] = train_arm(
+                name, student, teacher, fn, data[kind], projector_lr=5e-4, **common
+            )
+    return out
 
 
-def _eval_ce(student: Any, batches: list[Any], loss: DualSpaceKDLoss) -> float:
-    from dskd_align.torch.losses import gold_cross_entropy
+def gap_closure(results: dict[str, ArmResult]) -> dict[str, float]:
+    """(SFT_cross - X_cross) / (SFT_same - KD_same) of every cross arm (needs the references)."""
+    if not all(r in results for r in REFERENCE):
+        return {}
+    den = results["sft-same"].test_bpb - results["kd-same"].test_bpb
+    base = results["sft-cross"].test_bpb
+    return {
+        n: (base - r.test_bpb) / den if den else float("nan")
+        for n, r in results.items()
+        if n.endswith("-cross") and n != "sft-cross"
+    }
 
-    tot, n = 0.0, 0
-    with torch.no_grad():
-        for b in batches:
-            h = _hidden(student, b["student_input_ids"], b["student_attention_mask"])
-            ce, k = gold_cross_entropy(h, student.lm_head.weight, b["student_labels"])
-            tot, n = tot + float(ce) * int(k), n + int(k)
-    return tot / max(n, 1)
+
+def _mean_sd(xs: list[float]) -> tuple[float, float]:
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def _plot(per_seed: list[dict[str, ArmResult]], path: Path, log: Callable[[str], None]) -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("no PNG: matplotlib is not installed (pip install 'dskd-align[plot]')")
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, r in per_seed[0].items():
+        steps, vals = zip(*r.curve, strict=True)
+        ax.plot(steps, vals, marker=".", ls="--" if name.endswith("-same") else "-", label=name)
+    ax.set_xlabel("distillation step")
+    ax.set_ylabel("validation bits/byte (lower is better)")
+    ax.set_title("dskd-align demo: cross- vs same-tokenizer distillation (seed 0 of the run)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def run_demo(
-    steps: int = 60,
+    seeds: Sequence[int] = (0,),
+    out_dir: str | Path | None = "dskd-demo",
+    steps: int = 128,
+    arms: Sequence[str] = DEFAULT_ARMS,
+    loss: str | None = None,
+    cache_dir: str | Path | None = None,
+    verbose: bool = True,
+    plot: bool = True,
+    *,
+    size: DemoSize | None = None,
+    backend: str = "trainer",
+    lr: float = 3e-4,
+    alpha: float = 0.5,
+    batch_size: int = 8,
+    eval_every: int = 16,
+    seed: int | None = None,
     teacher: str | None = None,
     student: str | None = None,
-    seed: int = 0,
-    batch_size: int = 8,
-    verbose: bool = True,
-) -> dict[str, tuple[float, float]]:
-    """Runs the demo. ``steps``: distillation steps (teacher pre-training takes 2x). Returns the
-    held-out student CE (before, after) of each run, keyed ``"dskd"`` and ``"ce-only"``."""
+) -> dict[str, Any]:
+    """Runs the demo (module notes). ``loss``: one more cross-tokenizer arm, any build_loss name.
+    ``seed``/``teacher``/``student``: the old ``dskd-align demo`` options (``seed`` = one seed;
+    other tokenizers are refused: real models go through ``dskd-align distill``).
+
+    Returns ``{"arms": {name: {"test_bpb": [per seed], "mean", "sd", "best_step": [...],
+    "curve": [(step, val bpb)] of the first seed}}, "gap_closure": {name: {"per_seed", "mean",
+    "sd"}}, "plot": path or None}``."""
+    if teacher is not None or student is not None:
+        raise DemoError(
+            "the demo runs on the embedded tokenizer pair; distill real models with "
+            "`dskd-align distill --teacher ... --student ...`"
+        )
+    if seed is not None:
+        seeds = (seed,)
+    if backend not in ("trainer", "loop"):
+        raise DemoError(f"backend must be 'trainer' or 'loop', got {backend!r}")
+    if steps < 1 or not seeds:
+        raise DemoError("steps must be >= 1 and seeds non-empty")
+    arms = list(dict.fromkeys([*arms, *([f"{loss}-cross"] if loss else [])]))
+    for a in arms:
+        _arm(a)  # fail before any training
     log = print if verbose else (lambda *a, **k: None)
-    torch.manual_seed(seed)
-    t_tok = _fast(teacher or embedded.teacher_tokenizer(), None, "<|endoftext|>", "<|endoftext|>")
-    s_tok = _fast(student or embedded.student_tokenizer(), "<s>", "</s>", "<unk>")
-    collate = DSKDCollator(t_tok, s_tok, max_length=96)
-    rows = _rows(seed)
-    train, held_out = rows[:-32], rows[-32:]
-    batches = [collate(train[i : i + batch_size]) for i in range(0, len(train), batch_size)]
-    eval_batches = [collate(held_out[i : i + 16]) for i in range(0, len(held_out), 16)]
-
-    t_model = GPT2LMHeadModel(
-        GPT2Config(
-            vocab_size=len(t_tok),
-            n_embd=96,
-            n_layer=2,
-            n_head=4,
-            n_positions=256,
-            bos_token_id=t_tok.eos_token_id,
-            eos_token_id=t_tok.eos_token_id,
+    size = size or DemoSize()
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    per_seed = []
+    for s in seeds:
+        log(f"seed {s}: {len(arms)} arms x {steps} steps, batch {batch_size}, lr {lr}")
+        per_seed.append(
+            run_seed(
+                s,
+                arms,
+                steps=steps,
+                size=size,
+                cache_dir=cache_dir,
+                lr=lr,
+                alpha=alpha,
+                batch_size=batch_size,
+                eval_every=eval_every,
+                backend=backend,
+                log=log,
+            )  # fmt: skip
         )
-    )
-    s_init = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(s_tok),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            max_position_embeddings=256,
-        )
-    )
-    vmap = VocabMap(t_tok, s_tok, teacher_vocab_size=len(t_tok), student_vocab_size=len(s_tok))
-    cov = sum(float(b["coverage"].mean()) for b in batches) / len(batches)
-    log(
-        f"tokenizers: teacher {len(t_tok)} ids, student {len(s_tok)} ids, overlap |O| = "
-        f"{vmap.num_overlap}; mean response coverage (student side) {cov:.1%}"
-    )
-
-    # 1. Teacher learns the corpus with cross-entropy (the teacher's own labels).
-    opt = torch.optim.AdamW(t_model.parameters(), lr=3e-3)
-    for step in range(2 * steps):
-        b = batches[step % len(batches)]
-        out = t_model(
-            input_ids=b["teacher_input_ids"],
-            attention_mask=b["teacher_attention_mask"],
-            labels=b["teacher_labels"],
-        )
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
-    t_model.eval().requires_grad_(False)
-    log(f"teacher trained {2 * steps} steps, last CE {float(out.loss.detach()):.3f}\n")
-
-    # 2. Same student init, same batches: DSKD vs cross-entropy only.
-    results = {}
-    for name, alpha in (("dskd", 0.5), ("ce-only", 0.0)):
-        torch.manual_seed(seed)
-        s_model = copy.deepcopy(s_init)
-        loss_fn = DualSpaceKDLoss(t_model.lm_head.weight, s_model.lm_head.weight, vmap, alpha=alpha)
-        before = _eval_ce(s_model, eval_batches, loss_fn)
-        opt = torch.optim.AdamW(
-            [{"params": s_model.parameters(), "lr": 3e-3}, projector_param_group(loss_fn)]
-        )
-        log(f"[{name}] held-out student CE before: {before:.3f}")
-        log(
-            f"{'step':>5} {'loss':>7} {'ce_gold':>7} {'kd_stu':>7} {'ce_t2s':>7} {'kd_tea':>7} "
-            f"{'agree':>6} {'|A|':>5}"
-        )
-        for step in range(steps):
-            b = batches[step % len(batches)]
-            with torch.no_grad():
-                h_t = _hidden(t_model, b["teacher_input_ids"], b["teacher_attention_mask"])
-            h_s = _hidden(s_model, b["student_input_ids"], b["student_attention_mask"])
-            loss, m = loss_fn.forward_batch(
-                b, h_s, h_t, s_model.lm_head.weight, t_model.lm_head.weight
-            )
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if step % 5 == 0 or step == steps - 1:
-                log(
-                    f"{step:>5} {float(m['loss']):7.3f} {float(m['ce_gold']):7.3f} "
-                    f"{float(m['kd_student_space']):7.3f} {float(m['ce_t2s']):7.3f} "
-                    f"{float(m['kd_teacher_space']):7.3f} {float(m['agreement']):6.2f} "
-                    f"{int(m['n_aligned']):>5}"
-                )
-        results[name] = (before, _eval_ce(s_model, eval_batches, loss_fn))
-        log(f"[{name}] held-out student CE after {steps} steps: {results[name][1]:.3f}\n")
-    d, c = results["dskd"][1], results["ce-only"][1]
-    log(
-        f"held-out student CE: dskd {d:.3f} vs ce-only {c:.3f} "
-        f"({'lower' if d < c else 'not lower'} with dual-space KD at this scale)"
-    )
-    return results
+    out: dict[str, Any] = {"arms": {}, "gap_closure": {}, "plot": None}
+    for name in arms:
+        xs = [r[name].test_bpb for r in per_seed]
+        m, sd = _mean_sd(xs)
+        out["arms"][name] = {
+            "test_bpb": xs, "mean": m, "sd": sd,
+            "best_step": [r[name].best_step for r in per_seed],
+            "curve": per_seed[0][name].curve,
+            "train_loss": per_seed[0][name].train_loss,
+        }  # fmt: skip
+    gaps = [gap_closure(r) for r in per_seed]
+    for name in gaps[0]:
+        xs = [g[name] for g in gaps]
+        m, sd = _mean_sd(xs)
+        out["gap_closure"][name] = {"per_seed": xs, "mean": m, "sd": sd}
+    pm = "±"
+    log(f"\ntest bits/byte over {len(seeds)} seed(s) (lower is better; best validation step):")
+    log(f"  {'arm':<24} {'bits/byte':>16} {'gap closure':>16}")
+    for name, a in out["arms"].items():
+        g = out["gap_closure"].get(name)
+        gs = f"{g['mean']:+.2f} {pm} {g['sd']:.2f}" if g else ""
+        log(f"  {name:<24} {a['mean']:>8.4f} {pm} {a['sd']:.4f} {gs:>16}")
+    if out["gap_closure"]:
+        log("gap closure = (SFT_cross - X_cross) / (SFT_same - KD_same): 1 = a cross-tokenizer")
+        log("student gains what vanilla KD gives a student with the teacher's tokenizer.")
+    if plot and out_dir is not None:
+        out["plot"] = _plot(per_seed, Path(out_dir) / "demo_curves.png", log)
+        if out["plot"]:
+            log(f"validation curves: {out['plot']}")
+    return out

@@ -1,0 +1,127 @@
+"""The demo's distillation arms: same student init, same batches, same steps; only the loss differs.
+
+Each arm fine-tunes a copy of a pretrained student on the task's train batches with one loss
+module (anything with ``forward_batch(batch, h_s, h_t, W_s, W_t) -> (loss, metrics)``), evaluates
+test-time quality as bits/byte on the validation split every ``eval_every`` steps, keeps the
+weights of the best validation point, and reports the test split at that point (so no arm is
+judged by a lucky last step, and the test split never chooses anything).
+
+The teacher is frozen and the batches are fixed, so its last hidden states are computed once per
+batch and shared by every arm (the teacher side of a batch is identical for both students).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from dskd_align.demo_data import bits_per_byte, ce_sum
+
+__all__ = ["ArmData", "ArmResult", "evaluate", "teacher_hidden", "train_arm"]
+
+
+@dataclass
+class ArmData:
+    """Batches of one student kind; ``t_hidden[i]`` ``[B, L_t, d_t]`` belongs to ``train[i]``."""
+
+    train: list[Any]
+    t_hidden: list[torch.Tensor]
+    val: list[Any]
+    test: list[Any]
+    val_bytes: int
+    test_bytes: int
+
+
+@dataclass
+class ArmResult:
+    name: str
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (step, val bits/byte)
+    train_loss: list[float] = field(default_factory=list)
+    best_step: int = 0
+    val_bpb: float = float("inf")
+    test_bpb: float = float("nan")
+    seconds: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)  # last step's loss metrics
+
+
+def _hidden(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+
+
+@torch.no_grad()
+def teacher_hidden(teacher: Any, batches: list[Any]) -> list[torch.Tensor]:
+    """The teacher's last hidden states ``[B, L_t, d_t]`` of every batch."""
+    return [_hidden(teacher, b["teacher_input_ids"], b["teacher_attention_mask"]) for b in batches]
+
+
+@torch.no_grad()
+def evaluate(model: Any, batches: list[Any], n_bytes: int) -> float:
+    """Bits/byte of the student side of ``batches`` (CE over all student label tokens)."""
+    was = model.training
+    model.eval()
+    tot = 0.0
+    for b in batches:
+        out = model(input_ids=b["student_input_ids"], attention_mask=b["student_attention_mask"])
+        tot += float(ce_sum(out.logits, b["student_labels"]))
+    model.train(was)
+    return bits_per_byte(tot, n_bytes)
+
+
+def train_arm(
+    name: str,
+    student: Any,
+    teacher: Any,
+    loss_fn: torch.nn.Module,
+    data: ArmData,
+    *,
+    steps: int,
+    eval_every: int,
+    lr: float,
+    projector_lr: float,
+    seed: int,
+    log: Callable[[str], None] = print,
+) -> ArmResult:
+    """Trains ``student`` in place with ``loss_fn``; returns the curve and the test figure."""
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    res = ArmResult(name)
+    groups = [{"params": list(student.parameters()), "lr": lr}]
+    extra = [p for p in loss_fn.parameters() if p.requires_grad]
+    if extra:
+        groups.append({"params": extra, "lr": projector_lr})
+    opt = torch.optim.AdamW(groups, weight_decay=0.0)
+    W_t = teacher.lm_head.weight
+    best_state = copy.deepcopy(student.state_dict())
+    res.val_bpb = evaluate(student, data.val, data.val_bytes)
+    res.curve.append((0, res.val_bpb))
+    student.train()
+    for step in range(1, steps + 1):
+        i = (step - 1) % len(data.train)
+        b = data.train[i]
+        h_s = _hidden(student, b["student_input_ids"], b["student_attention_mask"])
+        loss, m = loss_fn.forward_batch(b, h_s, data.t_hidden[i], student.lm_head.weight, W_t)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        opt.step()
+        res.train_loss.append(float(loss.detach()))
+        if step % eval_every == 0 or step == steps:
+            v = evaluate(student, data.val, data.val_bytes)
+            res.curve.append((step, v))
+            if v < res.val_bpb:
+                res.val_bpb, res.best_step = v, step
+                best_state = copy.deepcopy(student.state_dict())
+    res.metrics = {k: float(v) for k, v in m.items()} if steps else {}
+    student.load_state_dict(best_state)
+    res.test_bpb = evaluate(student, data.test, data.test_bytes)
+    res.seconds = time.perf_counter() - t0
+    log(
+        f"  {name:<14} best val {res.val_bpb:.4f} at step {res.best_step:>4}, "
+        f"test {res.test_bpb:.4f} bits/byte ({res.seconds:.0f} s)"
+    )
+    return res
