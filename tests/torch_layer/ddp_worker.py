@@ -2,7 +2,8 @@
 student saved in ``DIR`` for a few steps with ``DSKDTrainer`` on the CPU (gloo) and writes the
 student's and the projectors' final tensors to ``DIR/<out>.pt`` from rank 0.
 
-Usage: ``torchrun --standalone --nproc_per_node N ddp_worker.py DIR OUT PER_DEVICE_BATCH LOSS``.
+Usage: ``torchrun --standalone --nproc_per_node N ddp_worker.py DIR OUT PER_DEVICE_BATCH LOSS
+[fsdp]`` (``fsdp``: FSDP2 ``fully_shard`` instead of DDP).
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ from dskd_align.torch import DSKDConfig, DSKDTrainer
 
 def main() -> None:
     root, out, per_device, loss = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    fsdp = len(sys.argv) > 5 and sys.argv[5] == "fsdp"
+    extra = {}
+    if fsdp:  # FSDP2 (fully_shard) over the decoder layers and the root, on the CPU
+        extra = {
+            "fsdp": "full_shard",
+            "fsdp_config": {"version": 2, "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"]},
+        }
     torch.set_num_threads(1)
     rows = json.loads((root / "rows.json").read_text())
     args = DSKDConfig(
@@ -38,6 +46,7 @@ def main() -> None:
         ddp_backend="gloo",
         disable_tqdm=True,
         report_to="none",
+        **extra,
     )
     trainer = DSKDTrainer(
         model=AutoModelForCausalLM.from_pretrained(root / "student"),
@@ -48,8 +57,10 @@ def main() -> None:
         teacher_processing_class=AutoTokenizer.from_pretrained(root / "teacher"),
     )
     trainer.train()
+    full = trainer.model.state_dict()  # FSDP2: DTensor shards, gathered on every rank
+    full = {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in full.items()}
     if trainer.args.process_index == 0:
-        state = {f"student.{k}": v for k, v in trainer.model.state_dict().items()}
+        state = {f"student.{k}": v for k, v in full.items()}
         state.update({f"loss.{k}": v for k, v in trainer.loss_module.state_dict().items()})
         torch.save({k: v.detach().cpu() for k, v in state.items()}, root / f"{out}.pt")
 

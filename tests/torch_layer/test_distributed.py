@@ -1,5 +1,6 @@
-"""The trainer under ``torchrun --nproc_per_node 2`` on the CPU (gloo) ends with the same student
-and projector as one process on the same global batch (float32, to 1e-5).
+"""The trainer under ``torchrun --nproc_per_node 2`` on the CPU (gloo), with DDP and with FSDP2
+(``fully_shard`` of the decoder layers and the root), ends with the same student and projector as
+one process on the same global batch (float32, to 1e-5).
 
 Each rank normalizes its loss terms over its own rows and DDP averages gradients (trainer module
 notes), so the two runs agree exactly when every rank holds the same number of supervised tokens
@@ -32,17 +33,17 @@ def _one_token_words(teacher_tok, student_tok) -> list[str]:
     return [w for w in WORDS if single(teacher_tok, " " + w) and single(student_tok, " " + w)]
 
 
-def _torchrun(root: Path, nproc: int, out: str, per_device: int, loss: str) -> None:
+def _torchrun(root: Path, nproc: int, out: str, per_device: int, loss: str, *mode: str) -> None:
     worker = Path(__file__).with_name("ddp_worker.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(worker.parent)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    cmd += [f"--nproc_per_node={nproc}", str(worker), str(root), out, str(per_device), loss]
+    cmd += [f"--nproc_per_node={nproc}", str(worker), str(root), out, str(per_device), loss, *mode]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
-def test_ddp_two_ranks_equal_one_process(tmp_path, teacher_tok, student_tok):
+def test_two_ranks_equal_one_process(tmp_path, teacher_tok, student_tok):
     loss = "exact_kd"
     words = _one_token_words(teacher_tok, student_tok)
     assert len(words) >= 6, words
@@ -59,14 +60,13 @@ def test_ddp_two_ranks_equal_one_process(tmp_path, teacher_tok, student_tok):
     student_tok.save_pretrained(tmp_path / "student")
 
     _torchrun(tmp_path, 1, "single", 4, loss)
-    _torchrun(tmp_path, 2, "ddp", 2, loss)
     single = torch.load(tmp_path / "single.pt", weights_only=True)
-    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
     init = student_model(student_tok).state_dict()
-    assert single.keys() == ddp.keys()
-    moved = 0
-    for k in single:
-        torch.testing.assert_close(ddp[k], single[k], rtol=0, atol=1e-5, msg=k)
-        if k.startswith("student.") and not torch.equal(single[k], init[k[len("student.") :]]):
-            moved += 1
-    assert moved > len(init) // 2  # the runs trained; equality is not of untouched weights
+    moved = [k for k in init if not torch.equal(single[f"student.{k}"], init[k])]
+    assert len(moved) > len(init) // 2  # the runs trained; equality is not of untouched weights
+    for mode in ("ddp", "fsdp"):  # one launch each: DDP, then FSDP2 (fully_shard)
+        _torchrun(tmp_path, 2, mode, 2, loss, mode)
+        other = torch.load(tmp_path / f"{mode}.pt", weights_only=True)
+        assert single.keys() == other.keys()
+        for k in single:
+            torch.testing.assert_close(other[k], single[k], rtol=0, atol=1e-5, msg=f"{mode}: {k}")

@@ -20,11 +20,12 @@ What it does on top of ``Trainer``, and why:
   parameters (projectors) get their own optimizer group (``projector_lr``, no weight decay) and
   are saved as ``dskd_loss.pt`` beside every checkpoint and the final model, and restored on
   resume. Under DDP their gradients are averaged across ranks by hand (they live outside the
-  DDP-wrapped student).
+  DDP-wrapped student). Under FSDP2 the student's head is a DTensor shard outside the forward;
+  it is gathered (differentiably) before the loss. FSDP1 and ZeRO-3 are refused (flat shards).
 - **On-policy** (``lmbda``): a batch's responses are sampled from the student and rebuilt by
   :class:`~dskd_align.torch.OnPolicyBatcher`; the KD part is scored on them and the gold
   cross-entropy stays on the gold batch (DSKD.md). ``seq_kd``: the teacher's greedy generations
-  replace the gold responses first (sequence-level KD).
+  replace the gold responses first (sequence-level KD). Generation settings: ``generation.py``.
 - **Logging.** Every metric the loss returns (terms, ``n_aligned``, ``agreement``, coverage) is
   averaged over the logging window and logged through the Trainer (rank 0's view under DDP).
 
@@ -50,9 +51,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCa
 from dskd_align.torch.collate import DSKDCollator
 from dskd_align.torch.config import DSKDConfig
 from dskd_align.torch.data import DSKDBatch
+from dskd_align.torch.generation import generate, seq_kd_rows
 from dskd_align.torch.losses import gold_cross_entropy
 from dskd_align.torch.objectives import build_loss
-from dskd_align.torch.onpolicy import OnPolicyBatcher, prompt_of
+from dskd_align.torch.onpolicy import OnPolicyBatcher
 from dskd_align.torch.vocab import VocabMap
 
 __all__ = ["LOSS_STATE_FILE", "DSKDTrainer"]
@@ -69,6 +71,12 @@ def _head(model: nn.Module, name: str) -> nn.Module:
             "needs a causal LM (AutoModelForCausalLM)"
         )
     return head
+
+
+def _full(t: Tensor) -> Tensor:
+    """A whole parameter: FSDP2 keeps a shard (a DTensor) outside the forward pass; gathering it
+    is differentiable, so the gradient flows back to the shards (every rank calls this)."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
 def _load(model: Any, what: str) -> Any:
@@ -214,14 +222,18 @@ class DSKDTrainer(Trainer):
         }
 
     def _refuse_sharded_heads(self) -> None:
-        """The losses read ``lm_head.weight`` outside the model's forward; FSDP and ZeRO-3 keep
-        only a shard of it there, which would give wrong shapes or silently wrong logits."""
-        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
-        zero3 = self.is_deepspeed_enabled and getattr(plugin, "zero_stage", 0) == 3
-        if self.is_fsdp_enabled or zero3:
+        """The losses read ``lm_head.weight`` outside the model's forward. FSDP2 hands it out as
+        a DTensor that :func:`_full` gathers; FSDP1 and ZeRO-3 hand out a flat shard there, which
+        would give wrong shapes or silently wrong logits."""
+        ds = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        zero3 = self.is_deepspeed_enabled and getattr(ds, "zero_stage", 0) == 3
+        fsdp = getattr(self.accelerator.state, "fsdp_plugin", None)
+        fsdp1 = self.is_fsdp_enabled and getattr(fsdp, "fsdp_version", 1) != 2
+        if fsdp1 or zero3:
             raise ValueError(
-                "DSKDTrainer needs whole lm_head weights on every rank: FSDP and DeepSpeed "
-                "ZeRO-3 shard them. Use DDP (torchrun) or DeepSpeed ZeRO-1/2"
+                "DSKDTrainer needs whole lm_head weights outside the forward pass: FSDP1 and "
+                "DeepSpeed ZeRO-3 keep flat shards there. Use FSDP2 (fsdp_config={'version': "
+                "2}), DDP (torchrun) or DeepSpeed ZeRO-1/2"
             )
 
     # ---- optimizer: the loss's projectors get their own group ----
@@ -244,58 +256,19 @@ class DSKDTrainer(Trainer):
                 out[key] = out[key].to(device)
         return out
 
-    def _left_padded(self, ids: list[list[int]], pad: int) -> dict[str, Tensor]:
-        width = max((len(i) for i in ids), default=0)
-        out = torch.full((len(ids), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for b, i in enumerate(ids):
-            if i:
-                out[b, width - len(i) :], mask[b, width - len(i) :] = torch.tensor(i), 1
-        return {"input_ids": out.to(self.args.device), "attention_mask": mask.to(self.args.device)}
-
-    def _generate(self, model: nn.Module, inputs: dict[str, Tensor], side: str) -> Tensor:
-        tok = getattr(self.collator, f"{side}_tokenizer")
-        sample = side == "student"  # the teacher decodes greedily (seq_kd); the student samples
-        kw: dict[str, Any] = {"max_new_tokens": self.args.max_new_tokens, "do_sample": sample}
-        if sample:
-            kw.update(
-                temperature=self.args.temperature, top_k=self.args.top_k, top_p=self.args.top_p
-            )
-        # Stop at the side's EOS and at its chat turn end (both, since rows may be either kind).
-        ends = {self.collator.eos.get(side), self.collator.turn_end.get(side)}
-        ends.add(getattr(tok, "eos_token_id", None))
-        eos = sorted(int(e) for e in ends if e is not None) or None
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            out = model.generate(
-                **inputs, **kw, pad_token_id=self.collator.specs[side].pad_id, eos_token_id=eos
-            )
-        model.train(was_training)
-        return out
-
-    def _seq_kd_rows(self, rows: list[Any]) -> list[dict[str, Any]]:
-        """Rows whose responses are the teacher's greedy generations."""
-        prompts = [prompt_of(r) for r in rows]
-        ids = self.collator.prompt_ids("teacher", prompts)
-        gen_in = self._left_padded(ids, self.collator.specs["teacher"].pad_id)
-        out = self._generate(self.teacher, gen_in, "teacher")[:, gen_in["input_ids"].shape[1] :]
-        texts = self.collator.teacher_tokenizer.batch_decode(out, skip_special_tokens=True)
-        return [{"prompt": p, "response": t} for p, t in zip(prompts, texts, strict=True)]
-
     def training_step(
         self, model: nn.Module, inputs: Any, num_items_in_batch: Any = None
     ) -> Tensor:
         rows = inputs.get("rows")
         if rows is not None and self.args.seq_kd:
-            rows = self._seq_kd_rows(rows)
+            rows = seq_kd_rows(self.teacher, self.collator, rows, self.args)
             inputs = {"batch": self.collator(rows), "rows": rows}
         if rows is not None and self.args.lmbda > 0 and random.random() < self.args.lmbda:
             student = self.accelerator.unwrap_model(model)
             gen_in = {
                 k: v.to(self.args.device) for k, v in self.onpolicy.generation_inputs(rows).items()
             }
-            out = self._generate(student, gen_in, "student")
+            out = generate(student, gen_in, self.collator, "student", self.args)
             plen = gen_in["input_ids"].shape[1]
             batch = self.onpolicy(rows, out.cpu(), plen, gen_in["attention_mask"].cpu())
             inputs = {"batch": batch, "gold": inputs["batch"], "rows": rows}
@@ -327,9 +300,9 @@ class DSKDTrainer(Trainer):
         h_s = last_hidden(model, batch.side("student"), base=False)
         s_head = _head(self.accelerator.unwrap_model(model), "student")
         t_head = _head(self.teacher, "teacher")
-        W_s, W_t = s_head.weight, t_head.weight
+        W_s, W_t = _full(s_head.weight), t_head.weight
         biases = {
-            f"{side}_lm_head_bias": head.bias
+            f"{side}_lm_head_bias": _full(head.bias)
             for side, head in (("student", s_head), ("teacher", t_head))
             if getattr(head, "bias", None) is not None
         }
@@ -342,8 +315,9 @@ class DSKDTrainer(Trainer):
         if gold is not None:
             # On-policy: the KD part from the student's samples, gold CE from the gold batch.
             h_g = last_hidden(model, gold.side("student"), base=False)
+            b_s = biases.get("student_lm_head_bias")
             ce_gold, _ = gold_cross_entropy(
-                h_g, W_s, gold.student_labels, self.args.loss_chunk_size, s_head.bias
+                h_g, W_s, gold.student_labels, self.args.loss_chunk_size, b_s
             )
             loss = loss + (1.0 - self.args.alpha) * (ce_gold - metrics["ce_gold"])
             metrics = {**metrics, "loss": loss.detach(), "ce_gold": ce_gold.detach()}
