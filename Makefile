@@ -15,10 +15,11 @@ $(BIN)/activate:
 install: $(BIN)/activate
 	$(BIN)/pip install -q -e ".[test]"
 
-# The main job: align on the embedded default, then distill a tiny teacher into a tiny student.
+# The main job: align on the embedded default, then `dskd-align distill` with no model arguments
+# (the embedded demo: pretrain + cache tiny models, distill every arm, print test bits/byte).
 demo: install
 	$(BIN)/dskd-align align
-	$(BIN)/dskd-align demo
+	$(BIN)/dskd-align distill
 
 # The whole test suite: Rust unit tests, then the Python suite (hypothesis, torch, CLI).
 test: install

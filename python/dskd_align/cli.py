@@ -103,7 +103,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    run_demo(steps=args.steps, teacher=args.teacher, student=args.student, seed=args.seed)
+    run_demo(seeds=(args.seed,), steps=args.steps, out_dir=args.output_dir)
     return 0
 
 
@@ -132,11 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--plot", help="write a coverage histogram PNG here")
     c.set_defaults(func=cmd_coverage)
 
-    d = sub.add_parser("demo", help="distill a tiny teacher into a tiny student end to end (CPU)")
-    d.add_argument("--teacher", help="teacher tokenizer (default: embedded)")
-    d.add_argument("--student", help="student tokenizer (default: embedded)")
-    d.add_argument("--steps", type=int, default=60)
+    d = sub.add_parser(
+        "demo", help="the embedded demo, one seed (same as `distill` without models)"
+    )
+    d.add_argument("--steps", type=int, default=128, help="distillation steps per arm")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--output-dir", default="dskd-demo", help="table, curves PNG")
     d.set_defaults(func=cmd_demo)
     add_distill_parser(sub)
     return p

@@ -45,7 +45,11 @@ def add_distill_parser(sub: Any) -> None:
     m.add_argument("--split", default="train", help="split of a DatasetDict folder")
     m.add_argument("--output-dir", default="dskd-output")
     k = d.add_argument_group("distillation")
-    k.add_argument("--loss", default="dskd", help="one of dskd_align.torch.LOSS_NAMES")
+    k.add_argument(
+        "--loss",
+        default=None,
+        help="one of dskd_align.torch.LOSS_NAMES (default dskd; demo: an extra cross arm)",
+    )
     k.add_argument(
         "--loss-option",
         action="append",
@@ -85,8 +89,7 @@ def add_distill_parser(sub: Any) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     t.add_argument("--bf16", action="store_true")
-    t.add_argument("--seeds", type=int, default=1, help="demo only: seeds to average")
-    t.add_argument("--quick", action="store_true", help="demo only: a smaller, faster run")
+    t.add_argument("--seeds", type=int, default=1, help="demo only: seeds 0..N-1, mean and sd")
     d.set_defaults(func=cmd_distill)
 
 
@@ -184,7 +187,7 @@ def _config(args: argparse.Namespace, has_eval: bool) -> Any:
 
     return DSKDConfig(
         output_dir=args.output_dir,
-        loss=args.loss,
+        loss=args.loss or "dskd",
         loss_kwargs=_loss_options(args.loss_option),
         alpha=args.alpha,
         tau=args.tau,
@@ -219,9 +222,16 @@ def _config(args: argparse.Namespace, has_eval: bool) -> Any:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    """The embedded demo (``dskd_align.demo``): ``--seeds``, ``--max-steps`` (distillation
+    steps per arm), ``--loss`` (one more cross-tokenizer arm), ``--output-dir``."""
     from dskd_align.demo import run_demo
 
-    run_demo(seeds=args.seeds, out_dir=args.output_dir, quick=args.quick, device=args.device)
+    kw: dict[str, Any] = {"seeds": tuple(range(max(args.seeds, 1))), "out_dir": args.output_dir}
+    if args.max_steps > 0:
+        kw["steps"] = args.max_steps
+    if args.loss:
+        kw["loss"] = args.loss
+    run_demo(**kw)
     return 0
 
 
@@ -235,6 +245,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
         print(msg, file=sys.stderr)
         return 2
     if args.teacher is None and args.student is None:
+        if args.data is not None:
+            raise ValueError("--data needs --teacher and --student (without them: the demo)")
         return _demo(args)
     if args.teacher is None or args.student is None:
         raise ValueError("pass both --teacher and --student (or neither, for the embedded demo)")

@@ -90,3 +90,9 @@ def test_python_dash_m_runs_the_cli():
         check=True,
     )
     assert "--teacher" in out.stdout and "--lmbda" in out.stdout
+
+
+def test_distill_data_without_models_is_refused(tmp_path, folders, capsys):
+    _, _, data = folders
+    assert main(["distill", "--data", str(data)]) == 2
+    assert "--data needs --teacher and --student" in capsys.readouterr().err
