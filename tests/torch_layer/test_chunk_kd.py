@@ -214,3 +214,32 @@ def test_nan_hidden_states_outside_chunks_do_not_leak():
     torch.testing.assert_close(loss, ref)
     loss.backward()
     assert torch.isfinite(pr.W_s.grad).all() and torch.isfinite(h_s.grad).all()
+
+
+def test_gold_ce_from_the_same_head_pass_equals_the_formula(monkeypatch):
+    """With 0 < alpha < 1 the gold CE comes out of chunk_kd's pass over the student head (no
+    second pass): value and gradients equal (1-alpha) CE + alpha KD built naively."""
+    import dskd_align.torch.objectives as objectives
+
+    def second_pass(*a, **k):
+        raise AssertionError("gold_cross_entropy called: the fused path was not taken")
+
+    monkeypatch.setattr(objectives, "gold_cross_entropy", second_pass)
+    pr = problem(seed=10, bias=True)
+    mod = build_loss("chunk_kd", pr.W_t, pr.W_s.detach(), pr.vocab, alpha=0.3, tau=0.7,
+                     chunk_size=4)  # fmt: skip
+    biases = {"student_lm_head_bias": pr.b_s, "teacher_lm_head_bias": pr.b_t}
+    loss, m = mod.forward_batch(pr.batch, pr.h_s, pr.h_t, pr.W_s, pr.W_t, **biases)
+    loss.backward()
+    got = grads(pr.h_s, pr.W_s, pr.b_s)
+    zero_grads(pr.h_s, pr.W_s, pr.b_s)
+    z = (pr.h_s @ pr.W_s.T + pr.b_s)[:, :-1].reshape(-1, V_S)
+    ce = torch.nn.functional.cross_entropy(z, pr.batch["student_labels"][:, 1:].reshape(-1))
+    kd, _ = _naive(pr, 0.7, "binary_kl")
+    ref = 0.7 * ce + 0.3 * kd
+    ref.backward()
+    torch.testing.assert_close(m["ce_gold"], ce.detach())
+    assert m["n_gold"] == (pr.batch["student_labels"][:, 1:] != -100).sum()
+    torch.testing.assert_close(loss.detach(), ref.detach())
+    for a, e in zip(got, grads(pr.h_s, pr.W_s, pr.b_s), strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12)

@@ -46,6 +46,7 @@ from dskd_align.torch.chunked import token_log_probs
 __all__ = ["CHUNK_LOSSES", "ChunkKD", "chunk_log_probs", "log1mexp"]
 
 CHUNK_LOSSES = ("binary_kl", "squared_log_ratio")
+IGNORE_INDEX = -100
 _CLAMP = -1e-6  # log-probabilities above this (P > 0.999999) are clamped for log(1 - P)
 
 
@@ -63,27 +64,40 @@ def chunk_log_probs(
     n_segments: int,
     tau: float,
     chunk_size: int | None,
-) -> tuple[Tensor, Tensor]:
-    """``(log P(chunk) [S], tokens per chunk [S] int64)`` for chunk ids ``0..S-1`` of one side.
+    labels: Tensor | None = None,
+) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
+    """``(log P(chunk) [S], tokens per chunk [S] int64, gold)`` for chunk ids ``0..S-1``.
 
     ``hidden`` ``[B, L, d]`` last hidden states, head ``[V, d]`` (+ bias ``[V]``), ``input_ids``
     and ``chunk_ids`` ``[B, L]`` int64 (token positions; ``-1`` outside every chunk). Chunk ids
-    ``>= n_segments`` are an error of the caller (``index_add`` raises).
+    ``>= n_segments`` are an error of the caller (``index_add`` raises). With ``labels``
+    ``[B, L]`` (HF layout) the gold CE comes out of the same head pass (one vocabulary matmul
+    instead of two): ``gold = (mean CE [], labelled tokens [] int64)``, else None.
     """
     d = hidden.shape[-1]
     rows = hidden[:, :-1].reshape(-1, d)  # [B*(L-1), d]: position p predicts token p+1
     seg = chunk_ids[:, 1:].reshape(-1)  # [B*(L-1)]
     inside = seg >= 0
     targets = torch.where(inside, input_ids[:, 1:].reshape(-1), -1)[:, None]  # [N, 1]
-    # Rows outside every chunk (prompt, padding) are computed but must not matter: zeroed, so
-    # a NaN that some attention kernels leave at padding positions cannot reach the head's grad.
-    rows = torch.where(inside[:, None], rows, 0.0)
-    lp = token_log_probs(rows, lm_head_weight, lm_head_bias, targets, (tau,), chunk_size)[:, 0]
+    temps: tuple[float, ...] = (tau,)
+    used = inside
+    if labels is not None:
+        gold = labels[:, 1:].reshape(-1)  # [N]
+        has_gold = gold != IGNORE_INDEX
+        targets = torch.cat([targets, torch.where(has_gold, gold, -1)[:, None]], 1)  # [N, 2]
+        temps, used = (tau, 1.0), inside | has_gold
+    # Rows no target uses (prompt, padding) are computed but must not matter: zeroed, so a NaN
+    # that some attention kernels leave at padding positions cannot reach the head's gradient.
+    rows = torch.where(used[:, None], rows, 0.0)
+    lp = token_log_probs(rows, lm_head_weight, lm_head_bias, targets, temps, chunk_size)
     index = seg.clamp_min(0)  # outside rows add 0 (their lp is 0) to segment 0
-    sums = lp.new_zeros(n_segments).index_add(0, index, lp)  # [S]
+    sums = lp.new_zeros(n_segments).index_add(0, index, lp[:, 0])  # [S]
     counts = torch.zeros(n_segments, dtype=torch.long, device=seg.device)
     counts = counts.index_add(0, index, inside.long())  # [S]
-    return sums, counts
+    if labels is None:
+        return sums, counts, None
+    n_gold = has_gold.sum()
+    return sums, counts, (-lp[:, 1].sum() / n_gold.clamp_min(1), n_gold)
 
 
 class ChunkKD(nn.Module):
@@ -118,6 +132,26 @@ class ChunkKD(nn.Module):
         teacher_lm_head_bias: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """KD part ``[]`` (mean over chunks present on both sides) and its metrics."""
+        kd, metrics, _ = self.kd_and_gold(
+            batch, student_hidden, teacher_hidden, student_lm_head_weight,
+            teacher_lm_head_weight, student_lm_head_bias, teacher_lm_head_bias, gold=False,
+        )  # fmt: skip
+        return kd, metrics
+
+    def kd_and_gold(
+        self,
+        batch: Mapping[str, Tensor],
+        student_hidden: Tensor,
+        teacher_hidden: Tensor,
+        student_lm_head_weight: Tensor,
+        teacher_lm_head_weight: Tensor,
+        student_lm_head_bias: Tensor | None = None,
+        teacher_lm_head_bias: Tensor | None = None,
+        *,
+        gold: bool = True,
+    ) -> tuple[Tensor, dict[str, Tensor], tuple[Tensor, Tensor] | None]:
+        """``kd`` plus, with ``gold``, the student's gold CE ``(mean [], count [])`` from the same
+        pass over the student head (``DistillationLoss`` uses it instead of a second pass)."""
         for key in ("student_chunk_ids", "teacher_chunk_ids"):
             if key not in batch:
                 raise ValueError(
@@ -126,13 +160,14 @@ class ChunkKD(nn.Module):
                 )
         s_ids, t_ids = batch["student_chunk_ids"], batch["teacher_chunk_ids"]
         n_seg = s_ids.numel()  # B * L_s >= number of chunks (CONTRACT.md)
-        a_s, n_s = chunk_log_probs(
+        a_s, n_s, ce = chunk_log_probs(
             student_hidden, student_lm_head_weight, student_lm_head_bias,
             batch["student_input_ids"], s_ids, n_seg, self.tau, self.chunk_size,
+            batch["student_labels"] if gold else None,
         )  # fmt: skip
         with torch.no_grad():
             bias_t = None if teacher_lm_head_bias is None else teacher_lm_head_bias.detach()
-            a_t, n_t = chunk_log_probs(
+            a_t, n_t, _ = chunk_log_probs(
                 teacher_hidden.detach(), teacher_lm_head_weight.detach(), bias_t,
                 batch["teacher_input_ids"], t_ids, n_seg, self.tau, self.chunk_size,
             )  # fmt: skip
@@ -147,4 +182,4 @@ class ChunkKD(nn.Module):
             "n_chunks_multi": multi.sum(),
             "chunk_student_tokens": torch.where(both, n_s, 0).sum(),
         }
-        return kd, metrics
+        return kd, metrics, ce

@@ -140,24 +140,38 @@ class DistillationLoss(nn.Module):
         W_s, b_s = student_lm_head_weight, student_lm_head_bias
         check_head(W_s, b_s, "student")
         check_hidden(student_hidden, W_s, "student")
-        grad = torch.is_grad_enabled() and self.alpha < 1.0
-        with torch.set_grad_enabled(grad):
-            ce_gold, n_gold = gold_cross_entropy(
-                student_hidden, W_s, batch["student_labels"], self.chunk_size, b_s
-            )
-        metrics: dict[str, Tensor] = {"ce_gold": ce_gold.detach(), "n_gold": n_gold}
-        loss = ce_gold
-        if self.alpha > 0.0:
+        use_kd = self.alpha > 0.0
+        if use_kd:
             if teacher_lm_head_weight is None:
                 raise ValueError("teacher_lm_head_weight is None but alpha > 0 needs the teacher")
             check_head(teacher_lm_head_weight, teacher_lm_head_bias, "teacher")
             check_hidden(teacher_hidden, teacher_lm_head_weight, "teacher")
+        args = (batch, student_hidden, teacher_hidden, W_s, teacher_lm_head_weight, b_s,
+                teacher_lm_head_bias)  # fmt: skip
+        done: dict[str, Tensor] = {}
+        metrics: dict[str, Tensor] = {}
+        chunk_part = self.parts["chunk_kd"] if "chunk_kd" in self.parts else None
+        if chunk_part is not None and 0.0 < self.alpha < 1.0:
+            # chunk_kd already runs the student head over every position: the gold CE comes
+            # out of the same pass (one vocabulary matmul saved).
+            done["chunk_kd"], m, (ce_gold, n_gold) = chunk_part.kd_and_gold(*args)
+            metrics.update(m)
+        else:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self.alpha < 1.0):
+                ce_gold, n_gold = gold_cross_entropy(
+                    student_hidden, W_s, batch["student_labels"], self.chunk_size, b_s
+                )
+        metrics.update(ce_gold=ce_gold.detach(), n_gold=n_gold)
+        loss = ce_gold
+        if use_kd:
             kd = ce_gold.new_zeros(())
             for name, part in self.parts.items():
-                k, m = part.kd(batch, student_hidden, teacher_hidden, W_s,
-                               teacher_lm_head_weight, b_s, teacher_lm_head_bias)  # fmt: skip
+                if name in done:
+                    k = done[name]
+                else:
+                    k, m = part.kd(*args)
+                    metrics.update(m)
                 kd = kd + self.weights[name] * k
-                metrics.update(m)
             metrics["kd_total"] = kd.detach()
             loss = kd if self.alpha == 1.0 else (1.0 - self.alpha) * ce_gold + self.alpha * kd
         metrics["loss"] = loss.detach()
