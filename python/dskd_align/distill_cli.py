@@ -67,6 +67,7 @@ def add_distill_parser(sub: Any) -> None:
     k.add_argument("--temperature", type=float, default=0.9, help="sampling temperature")
     k.add_argument("--top-k", type=int, default=0)
     k.add_argument("--top-p", type=float, default=1.0)
+    k.add_argument("--stop-string", action="append", help="generation stop string (repeatable)")
     k.add_argument("--max-length", type=int, default=1024)
     k.add_argument(
         "--chat-template",
@@ -199,6 +200,7 @@ def _config(args: argparse.Namespace, has_eval: bool) -> Any:
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
+        stop_strings=args.stop_string,
         max_length=args.max_length,
         use_chat_template={"auto": None, "on": True, "off": False}[args.chat_template],
         tokenize_jointly=args.tokenize_jointly,

@@ -69,6 +69,19 @@ def test_trains_with_trainer_defaults_and_logs_every_term(tmp_path, teacher_tok,
     assert not torch.equal(w0, tr.loss_module.t2s_projector.weight.detach().cpu())
 
 
+def test_teacher_follows_the_students_dtype(tmp_path, teacher_tok, student_tok, rows):
+    tr = DSKDTrainer(
+        model=student_model(student_tok).to(torch.bfloat16),
+        teacher_model=teacher_model(teacher_tok),
+        args=_args(tmp_path),
+        train_dataset=rows,
+        processing_class=student_tok,
+        teacher_processing_class=teacher_tok,
+    )
+    assert {p.dtype for p in tr.teacher.parameters()} == {torch.bfloat16}
+    assert {p.device for p in tr.teacher.parameters()} == {tr.args.device}
+
+
 def test_resume_equals_uninterrupted_run(tmp_path, teacher_tok, student_tok, rows):
     kw = dict(max_steps=6, save_strategy="steps", save_steps=3)
     full = _trainer(tmp_path / "a", teacher_tok, student_tok, rows[:32], **kw)
@@ -96,7 +109,14 @@ def test_projector_is_saved_with_the_final_model(tmp_path, teacher_tok, student_
 
 def test_on_policy_steps_run(tmp_path, teacher_tok, student_tok, rows):
     tr = _trainer(
-        tmp_path, teacher_tok, student_tok, rows[:8], max_steps=2, lmbda=1.0, max_new_tokens=8
+        tmp_path,
+        teacher_tok,
+        student_tok,
+        rows[:8],
+        max_steps=2,
+        lmbda=1.0,
+        max_new_tokens=8,
+        stop_strings=["\n\n"],
     )
     logs = _train_logs(tr)
     assert [h["on_policy"] for h in logs] == [1.0, 1.0]

@@ -89,6 +89,10 @@ class DSKDConfig(TrainingArguments):
     temperature: float = field(default=0.9, metadata={"help": "Sampling temperature (TRL)."})
     top_k: int = field(default=0, metadata={"help": "Top-k sampling (0: off)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling (1.0: off)."})
+    stop_strings: list[str] | None = field(
+        default=None,
+        metadata={"help": "Generation also stops after any of these strings (e.g. '\\n\\n')."},
+    )
     disable_dropout: bool = field(
         default=True, metadata={"help": "Turn dropout off in the student (teacher: always)."}
     )

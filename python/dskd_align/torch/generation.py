@@ -3,7 +3,9 @@
 - The student *samples* (``temperature``, ``top_k``, ``top_p`` from the config, TRL's meaning);
   the teacher decodes *greedily* for ``seq_kd`` (sequence-level KD distils the teacher's mode).
 - Generation stops at the side's EOS and at its chat turn end (both: a dataset may mix plain and
-  conversational rows), and pads with the collator's pad id.
+  conversational rows), and after any ``stop_strings``; it pads with the collator's pad id. A
+  response that stops at a string keeps it and has no EOS (``OnPolicyBatcher``'s rule for any
+  stop other than the EOS).
 - Prompts are left-padded, so every row's response starts at the same column.
 - The model is put in eval mode for generation and restored afterwards (dropout off while
   sampling; the training mode is the caller's business).
@@ -42,6 +44,8 @@ def generate(
     kw: dict[str, Any] = {"max_new_tokens": args.max_new_tokens, "do_sample": sample}
     if sample:
         kw.update(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    if args.stop_strings:  # matched on decoded text, so generate needs the tokenizer
+        kw.update(stop_strings=list(args.stop_strings), tokenizer=tok)
     ends = {collator.eos.get(side), collator.turn_end.get(side), getattr(tok, "eos_token_id", None)}
     eos = sorted(int(e) for e in ends if e is not None) or None
     was_training = model.training
