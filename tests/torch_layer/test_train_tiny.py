@@ -8,7 +8,7 @@ import random
 
 import numpy as np
 import torch
-import transformers
+from tiny_models import student_model, teacher_model
 from torch.utils.data import DataLoader
 
 from dskd_align.torch import DSKDCollator, DualSpaceKDLoss, VocabMap, projector_param_group
@@ -23,34 +23,7 @@ def _seed(seed: int = 0) -> None:
 
 
 def _models(teacher_tok, student_tok):
-    # Model vocabularies a few rows larger than the tokenizers, as real checkpoints pad them.
-    teacher = transformers.GPT2LMHeadModel(
-        transformers.GPT2Config(
-            vocab_size=len(teacher_tok) + 8,
-            n_positions=256,
-            n_embd=48,
-            n_layer=2,
-            n_head=2,
-            bos_token_id=teacher_tok.bos_token_id,
-            eos_token_id=teacher_tok.eos_token_id,
-        )
-    )
-    student = transformers.LlamaForCausalLM(
-        transformers.LlamaConfig(
-            vocab_size=len(student_tok) + 4,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-            tie_word_embeddings=False,
-            bos_token_id=student_tok.bos_token_id,
-            eos_token_id=student_tok.eos_token_id,
-            pad_token_id=student_tok.pad_token_id,
-        )
-    )
-    return teacher, student
+    return teacher_model(teacher_tok), student_model(student_tok)
 
 
 def _last_hidden(model, batch, side: str) -> torch.Tensor:

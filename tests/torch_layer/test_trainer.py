@@ -33,9 +33,9 @@ def _args(tmp_path, **kw) -> DSKDConfig:
     return DSKDConfig(**base)
 
 
-def _trainer(tmp_path, teacher_tok, student_tok, rows, **kw) -> DSKDTrainer:
+def _trainer(tmp_path, teacher_tok, student_tok, rows, student=None, **kw) -> DSKDTrainer:
     return DSKDTrainer(
-        model=student_model(student_tok),
+        model=student if student is not None else student_model(student_tok),
         teacher_model=teacher_model(teacher_tok),
         args=_args(tmp_path, **kw),
         train_dataset=rows,
@@ -70,14 +70,8 @@ def test_trains_with_trainer_defaults_and_logs_every_term(tmp_path, teacher_tok,
 
 
 def test_teacher_follows_the_students_dtype(tmp_path, teacher_tok, student_tok, rows):
-    tr = DSKDTrainer(
-        model=student_model(student_tok).to(torch.bfloat16),
-        teacher_model=teacher_model(teacher_tok),
-        args=_args(tmp_path),
-        train_dataset=rows,
-        processing_class=student_tok,
-        teacher_processing_class=teacher_tok,
-    )
+    student = student_model(student_tok).to(torch.bfloat16)
+    tr = _trainer(tmp_path, teacher_tok, student_tok, rows, student=student)
     assert {p.dtype for p in tr.teacher.parameters()} == {torch.bfloat16}
     assert {p.device for p in tr.teacher.parameters()} == {tr.args.device}
 
@@ -140,14 +134,7 @@ def test_head_with_bias_trains(tmp_path, teacher_tok, student_tok, rows):
     # Phi-style heads carry a bias: it goes into the logits and is trained like the weight.
     student = student_model(student_tok)
     student.lm_head = torch.nn.Linear(32, student.lm_head.out_features, bias=True)
-    tr = DSKDTrainer(
-        model=student,
-        teacher_model=teacher_model(teacher_tok),
-        args=_args(tmp_path, max_steps=2),
-        train_dataset=rows[:8],
-        processing_class=student_tok,
-        teacher_processing_class=teacher_tok,
-    )
+    tr = _trainer(tmp_path, teacher_tok, student_tok, rows[:8], student=student, max_steps=2)
     b0 = student.lm_head.bias.detach().clone()
     logs = _train_logs(tr)
     assert all(math.isfinite(h["loss"]) for h in logs)
@@ -158,14 +145,7 @@ def test_logits_model_without_head_is_refused(tmp_path, teacher_tok, student_tok
     student = student_model(student_tok)
     student.get_output_embeddings = lambda: None
     with pytest.raises(ValueError, match="the student model has no output embedding"):
-        DSKDTrainer(
-            model=student,
-            teacher_model=teacher_model(teacher_tok),
-            args=_args(tmp_path),
-            train_dataset=rows,
-            processing_class=student_tok,
-            teacher_processing_class=teacher_tok,
-        )
+        _trainer(tmp_path, teacher_tok, student_tok, rows, student=student)
 
 
 def test_chat_rows_jointly_tokenized_train(tmp_path, teacher_tok, student_chat_tok, rows):
@@ -199,11 +179,4 @@ def test_model_smaller_than_its_tokenizer_is_refused(tmp_path, teacher_tok, stud
         ValueError,
         match=r"the student tokenizer has \d+ ids but the student model.s head has \d+ rows",
     ):
-        DSKDTrainer(
-            model=small,
-            teacher_model=teacher_model(teacher_tok),
-            args=_args(tmp_path),
-            train_dataset=rows,
-            processing_class=student_tok,
-            teacher_processing_class=teacher_tok,
-        )
+        _trainer(tmp_path, teacher_tok, student_tok, rows, student=small)
