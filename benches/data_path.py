@@ -4,7 +4,8 @@
 
 1. **Coverage, responses tokenized apart vs with the prompt** (``tokenize_jointly``), pooled over
    the rows: emitted pairs / supervised student tokens (the end pair included, no truncation),
-   on GSM8K (question -> answer) and Dolly (instruction -> context) rows from ``../shared``.
+   on GSM8K (question -> answer; test, then train) and Dolly (instruction -> context, rows with
+   a context) from ``../shared``.
    Plain rows (no template on either side) and the same rows as ``messages`` (each side's chat
    template; pairs where both tokenizers have one).
 2. **Precompute throughput**: ``datasets.Dataset.map(precompute_alignments, batched=True,
@@ -35,7 +36,11 @@ CHAT_PAIRS = [("qwen2.5", "llama3"), ("qwen2.5", "phi-3-mini"), ("llama3", "gemm
 
 
 def rows(n: int) -> dict[str, list[dict[str, str]]]:
-    gsm = [{"prompt": r["question"], "response": r["answer"]} for r in _jsonl("gsm8k/test.jsonl")]
+    gsm = [
+        {"prompt": r["question"], "response": r["answer"]}
+        for split in ("test", "train")
+        for r in _jsonl(f"gsm8k/{split}.jsonl")
+    ]
     dolly = [
         {"prompt": r["instruction"], "response": r["context"]}
         for r in _jsonl("dolly/dolly15k_instruction_context.jsonl")
