@@ -213,10 +213,12 @@ fn align_rows(rows: &[&Row]) {
             &Placed {
                 spans: &t.spans,
                 special: &t.special,
+                unpairable: &t.unpairable,
             },
             &Placed {
                 spans: &s.spans,
                 special: &s.special,
+                unpairable: &s.unpairable,
             },
         ));
     }

@@ -11,6 +11,8 @@ use crate::walk::{walk_equal, walk_merged};
 pub struct Placed<'a> {
     pub spans: &'a [Span],
     pub special: &'a [bool],
+    /// Tokens that take part in chunks but never in pairs (`place.rs`); empty when none.
+    pub unpairable: &'a [bool],
 }
 
 /// Everything the Python `Alignment` exposes besides ids and spans.
@@ -140,7 +142,11 @@ mod tests {
     /// Aligns two sides without special tokens.
     fn align_plain(text: &str, ts: &[Span], ss: &[Span]) -> AlignOut {
         let (tsp, ssp) = (vec![false; ts.len()], vec![false; ss.len()]);
-        let side = |spans, special| Placed { spans, special };
+        let side = |spans, special| Placed {
+            spans,
+            special,
+            unpairable: &[],
+        };
         align(text, &side(ts, &tsp), &side(ss, &ssp))
     }
 
@@ -203,10 +209,12 @@ mod tests {
             &Placed {
                 spans: &ts,
                 special: &[true, false, true],
+                unpairable: &[],
             },
             &Placed {
                 spans: &ss,
                 special: &[false, true],
+                unpairable: &[],
             },
         );
         assert_eq!(out.pairs, vec![(1, 0), (2, 1)]);

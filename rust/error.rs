@@ -21,12 +21,21 @@ pub enum AlignError {
         end: usize,
         text_len: usize,
     },
+    /// A token's offsets given from Python are negative (shown as given).
+    NegativeOffset {
+        side: &'static str,
+        index: usize,
+        start: i64,
+        end: i64,
+    },
     /// Offsets go backwards: token `index` starts before token `index - 1` started.
     DecreasingOffsets { side: &'static str, index: usize },
     /// A tokenizer definition (tokenizer.json) could not be used.
     Tokenizer(String),
     /// A text longer than the core's spans can address (`span::MAX_TEXT_BYTES`).
     TextTooLong { len: usize },
+    /// A text longer than the core tokenizes in one piece (`tokenize::MAX_TOKENIZE_BYTES`).
+    TooLongToTokenize { len: usize },
     /// An argument outside its domain (e.g. `num_threads == 0`).
     InvalidArgument(String),
 }
@@ -56,6 +65,17 @@ impl fmt::Display for AlignError {
                  characters; the encoding does not belong to this text (encode exactly this text, \
                  and pass character offsets as HF fast tokenizers report them)"
             ),
+            AlignError::NegativeOffset {
+                side,
+                index,
+                start,
+                end,
+            } => write!(
+                f,
+                "{side}: token {index} has offsets ({start}, {end}); offsets are character \
+                 positions in the text and cannot be negative (pass character offsets as HF fast \
+                 tokenizers report them)"
+            ),
             AlignError::DecreasingOffsets { side, index } => write!(
                 f,
                 "{side}: token {index} starts before token {} does; offsets must be \
@@ -68,6 +88,14 @@ impl fmt::Display for AlignError {
                 "text of {len} bytes is longer than the {} bytes one alignment can cover; split \
                  it (per document or paragraph) and align the pieces",
                 crate::span::MAX_TEXT_BYTES
+            ),
+            AlignError::TooLongToTokenize { len } => write!(
+                f,
+                "text of {len} bytes is longer than the {} bytes the core tokenizes in one piece \
+                 (tokenizing peaks at ~400 bytes of memory per token, and a run of whitespace \
+                 can be one token per byte); split it (per document or paragraph) and align the \
+                 pieces",
+                crate::tokenize::MAX_TOKENIZE_BYTES
             ),
             AlignError::Tokenizer(msg) => write!(f, "tokenizer: {msg}"),
             AlignError::InvalidArgument(msg) => write!(f, "{msg}"),

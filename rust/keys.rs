@@ -45,6 +45,8 @@ pub struct Keys<'a> {
     keys: Vec<Key>,
     /// Token index of each text token; `None` when the side has no special tokens.
     pub index: Option<Vec<usize>>,
+    /// Unpairable text tokens by position (`place.rs`); `None` when every token may pair.
+    blocked: Option<Vec<bool>>,
     /// No key occurs twice. Only empty keys can repeat (non-empty keys of one side never overlap,
     /// and a key is empty only when its span is), e.g. two zero-width tokens at one offset.
     pub unique: bool,
@@ -67,6 +69,8 @@ impl<'a> Keys<'a> {
             }
             keys.truncate(k + 1);
             index.truncate(k);
+            let blocked = (!side.unpairable.is_empty())
+                .then(|| index.iter().map(|&i| side.unpairable[i]).collect());
             // Keys are non-decreasing, so a repeat sits next to its twin.
             let unique = keys[1..].windows(2).all(|w| w[0] != w[1]);
             Keys {
@@ -74,6 +78,7 @@ impl<'a> Keys<'a> {
                 spans: &[],
                 keys,
                 index: Some(index),
+                blocked,
                 unique,
             }
         } else {
@@ -83,6 +88,7 @@ impl<'a> Keys<'a> {
                 spans: side.spans,
                 keys,
                 index: None,
+                blocked: (!side.unpairable.is_empty()).then(|| side.unpairable.to_vec()),
                 // Fold without early exit: it vectorizes.
                 unique: !side
                     .spans
@@ -93,6 +99,19 @@ impl<'a> Keys<'a> {
         out.keys.push(high);
         out.keys.push(TOP);
         out
+    }
+
+    /// Whether any text token is unpairable.
+    pub fn has_blocked(&self) -> bool {
+        self.blocked.is_some()
+    }
+
+    /// Whether text token `p` may pair (positions past the end may: their keys are markers).
+    #[inline(always)]
+    pub fn pairable(&self, p: usize) -> bool {
+        self.blocked
+            .as_ref()
+            .is_none_or(|b| !b.get(p).copied().unwrap_or(false))
     }
 
     /// Number of text tokens.

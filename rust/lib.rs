@@ -4,6 +4,18 @@
 //! - **Units.** Everything is placed on UTF-8 *bytes* of the text (ALIGNMENT.md rule 1): character
 //!   offsets cannot say which byte of a multi-byte character a byte-level or byte-fallback piece
 //!   stands for, the token's own bytes (from [`vocab::TokenTable`]) can.
+//! - **Placement (rule 1, revised in issue 10).** Offsets are a hint, the span follows the token's
+//!   own bytes ([`place`]): trimmed offsets (GPT-NeoX/Pythia, RoBERTa) and offsets shifted by
+//!   characters a normalizer dropped are recovered from the bytes; a token whose bytes are not in
+//!   the text (a normalizer changed it) spans from where the previous token ended to where the
+//!   next starts; several such tokens made from the same characters (NFD `e` + U+0301) are
+//!   *unpairable*: in chunks, never in pairs. Chosen over switching `trim_offsets` off inside the
+//!   core: offsets users hand to `align_encodings` are trimmed too, and normalizers are not
+//!   post-processors. The same function places core-tokenized and user-given encodings.
+//! - **Rule 5 as coded** (`walk.rs`): every pair is a 1x1 chunk; a 1x1 chunk of text tokens is a
+//!   pair exactly when their keys are equal and both may pair. Whitespace-only tokens of different
+//!   lengths ("      C": 5 spaces + ` C` against 6 spaces + `C`) form a 1x1 chunk that is no pair:
+//!   a whitespace-only key is its raw span, and the two stand for different text.
 //! - **Algorithm.** [`span::place_tokens`] walks each side once (O(n) plus the token's bytes);
 //!   [`align::align`] walks both sides once more: the chunk walk meets every exact pair at a
 //!   chunk start, so pairs and chunks come out of one pass (a merge is kept only for the rare
@@ -25,7 +37,12 @@
 //!   (default 1). There is no global pool: a pool inherited through `fork` by DataLoader workers
 //!   deadlocks, scoped threads cannot be inherited.
 //! - **Errors.** Every failure is an [`error::AlignError`]; no `unwrap` on input-dependent data, so
-//!   nothing panics on user input (a panic would reach Python as `BaseException`).
+//!   nothing panics on user input (a panic would reach Python as `BaseException`). `fuzz/` holds
+//!   `cargo fuzz` targets for placement and the batch entry point (README, Development).
+//! - **Size limits.** A text is at most [`span::MAX_TEXT_BYTES`] (u32 spans) and, where the core
+//!   tokenizes it, [`tokenize::MAX_TOKENIZE_BYTES`] (8 MiB: the `tokenizers` crate peaks at
+//!   ~400 bytes per token, one token per byte on whitespace runs); placement is linear in the
+//!   tokens plus a bounded search ([`place::SKIP_LIMIT`]).
 //! - Rejected: comparing token strings (the paper's walk; breaks across spelling families),
 //!   a `HashMap` from spans to indices (slower than the merge and needs no ordering proof),
 //!   rayon (a global pool, see above).
@@ -35,6 +52,7 @@ pub mod batch;
 pub mod canonical;
 pub mod error;
 mod keys;
+pub mod place;
 pub mod span;
 pub mod tokenize;
 pub mod vocab;
@@ -55,12 +73,14 @@ use span::Span;
 use tokenize::Encoded;
 use vocab::TokenTable;
 
-/// One side's tokens, placed: ids, byte spans, special flags.
+/// One side's tokens, placed: ids, byte spans, special flags, and the tokens that may not pair
+/// (`place.rs`; empty when all may).
 #[derive(Debug, Default, Clone)]
 pub struct SideOut {
     pub ids: Vec<u32>,
     pub spans: Vec<Span>,
     pub special: Vec<bool>,
+    pub unpairable: Vec<bool>,
 }
 
 /// The alignment of one text.
@@ -75,13 +95,14 @@ pub struct RowOut {
 /// The text is at most [`span::MAX_TEXT_BYTES`] long (entry points check with
 /// [`span::check_text_len`]).
 pub fn place(text: &str, enc: Encoded, table: Option<&TokenTable>) -> SideOut {
-    let spans = span::place_tokens(text, &enc.offsets, &enc.special, |i| {
+    let p = place::place_tokens(text, &enc.offsets, &enc.special, |i| {
         table.and_then(|t| t.bytes(enc.ids[i]))
     });
     SideOut {
         ids: enc.ids,
-        spans,
+        spans: p.spans,
         special: enc.special,
+        unpairable: p.unpairable,
     }
 }
 
@@ -92,10 +113,12 @@ pub fn align_placed(text: &str, teacher: SideOut, student: SideOut) -> RowOut {
         &Placed {
             spans: &teacher.spans,
             special: &teacher.special,
+            unpairable: &teacher.unpairable,
         },
         &Placed {
             spans: &student.spans,
             special: &student.special,
+            unpairable: &student.unpairable,
         },
     );
     RowOut {

@@ -25,6 +25,23 @@ impl From<AlignError> for PyErr {
     }
 }
 
+/// A token id from Python: an int in 0..2^32, else an `AlignmentError` showing the value given
+/// (not pyo3's bare `OverflowError`/`TypeError`).
+fn token_id(id: &Bound<'_, PyAny>) -> PyResult<u32> {
+    let bad = || {
+        let shown = id
+            .repr()
+            .map_or_else(|_| "?".to_string(), |r| r.to_string());
+        AlignmentError::new_err(format!(
+            "token id {shown} is not a token id: pass an int in 0..2^32"
+        ))
+    };
+    if id.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(bad());
+    }
+    id.extract::<u32>().map_err(|_| bad())
+}
+
 /// (ids, byte offsets, special mask) of one encoding.
 type EncodeOut = (Vec<u32>, Vec<(usize, usize)>, Vec<bool>);
 
@@ -55,13 +72,18 @@ impl CoreTokenizer {
     }
 
     /// The bytes token `id` stands for, or None when unknown.
-    fn token_bytes<'py>(&self, py: Python<'py>, id: u32) -> Option<Bound<'py, PyBytes>> {
-        self.inner.table.bytes(id).map(|b| PyBytes::new(py, b))
+    fn token_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        id: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let id = token_id(id)?;
+        Ok(self.inner.table.bytes(id).map(|b| PyBytes::new(py, b)))
     }
 
     /// Whether `id` is a special added token.
-    fn is_special(&self, id: u32) -> bool {
-        self.inner.table.is_special(id)
+    fn is_special(&self, id: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(self.inner.table.is_special(token_id(id)?))
     }
 
     /// (ids, byte offsets snapped to characters, special mask) as the core sees them.
@@ -146,12 +168,11 @@ fn place_side(side: &'static str, text: &str, c2b: &[usize], s: SideIn) -> PyRes
     let mut offs = Vec::with_capacity(offsets.len());
     for (i, &(a, b)) in offsets.iter().enumerate() {
         if a < 0 || b < 0 {
-            return Err(AlignError::BadOffset {
+            return Err(AlignError::NegativeOffset {
                 side,
                 index: i,
-                start: a.max(0) as usize,
-                end: b.max(0) as usize,
-                text_len: n_chars,
+                start: a,
+                end: b,
             }
             .into());
         }
@@ -184,13 +205,14 @@ fn place_side(side: &'static str, text: &str, c2b: &[usize], s: SideIn) -> PyRes
     }
     let byte_offs: Vec<(usize, usize)> = offs.iter().map(|&(a, b)| (c2b[a], c2b[b])).collect();
     // Token bytes come per position from Python (no table for this tokenizer), or not at all.
-    let spans = place_tokens(text, &byte_offs, &special, |i| {
+    let p = place_tokens(text, &byte_offs, &special, |i| {
         bytes.as_ref().and_then(|b| b[i].as_deref())
     });
     Ok(SideOut {
         ids: u32ids,
-        spans,
+        spans: p.spans,
         special,
+        unpairable: p.unpairable,
     })
 }
 

@@ -1,5 +1,5 @@
-//! Rule 1 of ALIGNMENT.md: from a tokenizer's offsets to exact byte spans (rule 2, canonical
-//! keys, is in `canonical.rs`).
+//! Byte spans and the offsets they start from (rule 1 of ALIGNMENT.md: where each token lies is
+//! decided in `place.rs`, re-exported here; rule 2, canonical keys, is in `canonical.rs`).
 //!
 //! Units: everything here is in UTF-8 bytes of the original text. Character offsets (what HF fast
 //! tokenizers report to Python) are converted once with [`char_to_byte`]; byte offsets from the
@@ -7,6 +7,7 @@
 //! is exactly what HF's own byte-to-char conversion does, so both paths see the same ranges.
 
 use crate::error::{AlignError, Result};
+pub use crate::place::{place_tokens, Placement};
 
 /// The longest text the core aligns, in bytes (4 GiB less two values kept for the end markers of
 /// `align`'s walk). Spans are stored as two `u32`: alignment streams through them, and half the
@@ -115,90 +116,9 @@ pub fn validate_offsets(
     Ok(())
 }
 
-/// True when `bytes` is valid UTF-8 made only of White_Space characters (Rust's
-/// `char::is_whitespace` is exactly the Unicode White_Space property).
-fn all_whitespace(bytes: &[u8]) -> bool {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => s.chars().all(char::is_whitespace),
-        Err(_) => false,
-    }
-}
-
-/// Places every token on the text (rule 1). `offsets` are byte ranges already snapped to
-/// characters; `token_bytes(i)` gives the bytes token `i` stands for, or `None` when unknown.
-/// Returns one span per token; a special token's span starts where it sits (rule 4).
-pub fn place_tokens<'b>(
-    text: &str,
-    offsets: &[(usize, usize)],
-    special: &[bool],
-    token_bytes: impl Fn(usize) -> Option<&'b [u8]>,
-) -> Vec<Span> {
-    let t = text.as_bytes();
-    let mut spans = Vec::with_capacity(offsets.len());
-    let mut pos = 0usize;
-    for (i, (&(bs, be), &sp)) in offsets.iter().zip(special).enumerate() {
-        let s = bs.max(pos);
-        let span = if sp {
-            // Added by a post-processor ((0, 0) offsets): it sits where the text so far ends.
-            if bs < be {
-                Span::new(s, be.max(s))
-            } else {
-                Span::new(pos, pos)
-            }
-        } else {
-            match token_bytes(i) {
-                Some(b) => locate(t, s, be, b),
-                None => Span::new(s, be.max(s)),
-            }
-        };
-        pos = span.end();
-        spans.push(span);
-    }
-    spans
-}
-
-/// Finds token bytes `b` at `s` (the earliest place the token may start). The match may run past
-/// the character range only over whitespace (byte-level BPE offsets are trimmed of it). A leading
-/// space the text does not have (dummy prefix, `add_prefix_space`) stands for no bytes. When
-/// neither fits, a normalizer changed the text and the character range is the span.
-fn locate(t: &[u8], s: usize, be: usize, b: &[u8]) -> Span {
-    let fits = |len: usize| -> bool {
-        let end = s + len;
-        end <= t.len()
-            && t[s..end] == b[b.len() - len..]
-            && (end <= be || all_whitespace(&t[be.max(s)..end]))
-    };
-    if fits(b.len()) {
-        return Span::new(s, s + b.len());
-    }
-    if b.first() == Some(&b' ') && fits(b.len() - 1) {
-        return Span::new(s, s + b.len() - 1);
-    }
-    Span::new(s, be.max(s))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn gpt2_cyrillic_byte_pieces() {
-        // GPT-2 on "Привет мир": `ĠÐ`=(6,8) and `¼`=(7,8) in characters.
-        let text = "Привет мир";
-        let c2b = char_to_byte(text);
-        let offs = [(c2b[6], c2b[8]), (c2b[7], c2b[8])];
-        let bytes: [&[u8]; 2] = [&[0x20, 0xD0], &[0xBC]];
-        let spans = place_tokens(text, &offs, &[false, false], |i| Some(bytes[i]));
-        assert_eq!(spans, vec![Span::new(12, 14), Span::new(14, 15)]);
-    }
-
-    #[test]
-    fn dummy_prefix_stands_for_nothing() {
-        let text = "日";
-        let bytes: [&[u8]; 2] = [b" ", "日".as_bytes()];
-        let spans = place_tokens(text, &[(0, 3), (0, 3)], &[false, false], |i| Some(bytes[i]));
-        assert_eq!(spans, vec![Span::new(0, 0), Span::new(0, 3)]);
-    }
 
     #[test]
     fn text_length_is_checked_before_spans_are_narrowed() {
@@ -211,12 +131,5 @@ mod tests {
             }
         );
         assert!(err.to_string().contains("split it"));
-    }
-
-    #[test]
-    fn normalized_token_uses_char_range() {
-        let text = "Héllo";
-        let spans = place_tokens(text, &[(0, 6)], &[false], |_| Some(b"hello".as_slice()));
-        assert_eq!(spans, vec![Span::new(0, 6)]);
     }
 }

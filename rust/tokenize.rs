@@ -13,6 +13,15 @@ use crate::vocab::{Spelling, TokenTable};
 use std::str::FromStr;
 use tokenizers::Tokenizer;
 
+/// The longest text tokenized in one piece: 8 MiB. Measured (gpt2, `tokenizers` 0.23): encoding
+/// peaks at ~350-400 bytes of memory per token (the crate's `Encoding` keeps a `String` per
+/// token, plus BPE's work lists), and a run of spaces is one token per byte, so 8 MiB of spaces
+/// peaks near 3.4 GB and 8 MiB of prose near 0.9 GB. A 20 MB text of spaces took 8.9 GB before
+/// this limit; above it, [`AlignError::TooLongToTokenize`] says to split the text. (Texts handed
+/// in already tokenized, `align_encodings`, are bounded by `span::MAX_TEXT_BYTES` only: placing
+/// and aligning take ~100 bytes per token.)
+pub const MAX_TOKENIZE_BYTES: usize = 8 << 20;
+
 /// One side's encoding of one text, in the units the aligner uses.
 #[derive(Debug, Default, Clone)]
 pub struct Encoded {
@@ -65,6 +74,9 @@ impl CoreTokenizer {
     /// where it occurs in the text, which HF's mask leaves 0: a control token is not text to
     /// align); the unknown token is never special (see `from_json`).
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Encoded> {
+        if text.len() > MAX_TOKENIZE_BYTES {
+            return Err(AlignError::TooLongToTokenize { len: text.len() });
+        }
         let enc = self
             .tok
             .encode(text, add_special_tokens)

@@ -12,16 +12,25 @@ pub type Walked = (Vec<i64>, Vec<i64>, Vec<(usize, usize)>);
 
 /// Rule 3: the linear merge over canonical keys. Returns positions in `tk` and `sk`. Only needed
 /// when a key repeats (ties pair first with first); otherwise pairs are exactly the positions of
-/// equal keys and the chunk walk finds them (see [`walk`]).
-fn text_pairs(tk: &[Key], sk: &[Key]) -> Vec<(usize, usize)> {
+/// equal keys and the chunk walk finds them (see [`walk`]). An unpairable token (`place.rs`) is
+/// passed over, so the next token with the same key (if any) pairs instead.
+fn text_pairs(
+    tk: &[Key],
+    sk: &[Key],
+    t_ok: impl Fn(usize) -> bool,
+    s_ok: impl Fn(usize) -> bool,
+) -> Vec<(usize, usize)> {
     let (mut i, mut j) = (0, 0);
     let mut out = Vec::new();
     while i < tk.len() && j < sk.len() {
         match tk[i].cmp(&sk[j]) {
             std::cmp::Ordering::Equal => {
-                out.push((i, j));
-                i += 1;
-                j += 1;
+                let (a, b) = (t_ok(i), s_ok(j));
+                if a && b {
+                    out.push((i, j));
+                }
+                i += usize::from(!a || b);
+                j += usize::from(!b || a);
             }
             std::cmp::Ordering::Less => i += 1,
             std::cmp::Ordering::Greater => j += 1,
@@ -31,6 +40,13 @@ fn text_pairs(tk: &[Key], sk: &[Key]) -> Vec<(usize, usize)> {
 }
 
 /// Rule 5: the finest split of both sides into consecutive groups that cover the same text.
+///
+/// Rule 5's "every 1x1 chunk of text tokens is a pair" holds as: a 1x1 chunk of text tokens is
+/// a pair exactly when the two keys are equal and both tokens may pair. Two 1x1 chunks are not
+/// pairs: whitespace-only tokens of different lengths that end where the other side's cut is
+/// (`"      C"`: 5 spaces + ` C` against 6 spaces + `C`; they stand for different text, and a
+/// whitespace-only key is its raw span), and an unpairable token (`place.rs`) alone against one
+/// token of the other side.
 /// The cut before text token `k` is the closed byte interval from the previous key's end (0 for
 /// the first token) to this key's start (open-ended after the last token): whitespace and bytes
 /// the tokenizer dropped between keys belong to it. A chunk ends where a teacher cut meets a
@@ -67,7 +83,9 @@ fn walk(
         if i == n && j == m {
             break;
         }
-        if meet(tk.cut(i), sk.cut(j + 1)) {
+        // When both tokens could stand alone (equal empty keys), an unpairable teacher token goes
+        // first, so the tokens behind it with the same key still meet as a pair.
+        if meet(tk.cut(i), sk.cut(j + 1)) && (tk.pairable(i) || !meet(tk.cut(i + 1), sk.cut(j))) {
             // Student token j lies in the teacher's cut: a chunk without teacher tokens. (At
             // j == m the cut after the end marker starts past the text and meets nothing.)
             sc[j] = chunk;
@@ -108,19 +126,29 @@ fn meet(a: (u64, u64), b: (u64, u64)) -> bool {
     a.0.max(b.0) <= a.1.min(b.1)
 }
 
-/// The walk when no key repeats: pairs are the chunk starts with equal keys.
+/// The walk when no key repeats: pairs are the chunk starts with equal keys (and, where a side
+/// has unpairable tokens, both tokens pairable: a separate instance, so the common case pays
+/// nothing for it).
 pub fn walk_equal(tk: &mut Keys, sk: &mut Keys) -> Walked {
     let lazy = tk.index.is_none() && sk.index.is_none();
-    walk(tk, sk, |t, s, i, j| {
-        // Equal raw spans have equal keys; the end markers never equal anything.
+    // Equal raw spans have equal keys; the end markers never equal anything.
+    let equal = move |t: &mut Keys, s: &mut Keys, i: usize, j: usize| {
         (lazy && i < t.len() && j < s.len() && t.spans[i].packed() == s.spans[j].packed())
             || t.get(i + 1) == s.get(j + 1)
-    })
+    };
+    if tk.has_blocked() || sk.has_blocked() {
+        walk(tk, sk, |t, s, i, j| {
+            equal(t, s, i, j) && t.pairable(i) && s.pairable(j)
+        })
+    } else {
+        walk(tk, sk, equal)
+    }
 }
 
 /// The walk when a key repeats: pairs come from the merge (ties first with first).
 pub fn walk_merged(tk: &mut Keys, sk: &mut Keys) -> Walked {
-    let tp = text_pairs(tk.all(), sk.all());
+    let (t_all, s_all) = (tk.all().to_vec(), sk.all().to_vec());
+    let tp = text_pairs(&t_all, &s_all, |p| tk.pairable(p), |p| sk.pairable(p));
     let mut next = 0;
     let (tc, sc, _) = walk(tk, sk, |_, _, i, j| {
         // Pairs increase on both sides: one passed on either side is never met again.
@@ -141,7 +169,7 @@ mod tests {
 
     /// Random tokenizations of a random text: each side cuts at random character boundaries,
     /// with zero-width tokens sprinkled in (twice at one offset now and then, so keys repeat).
-    fn random_case(seed: u64) -> (String, Vec<Span>, Vec<Span>) {
+    fn random_case(seed: u64) -> (String, Vec<Span>, Vec<Span>, Vec<bool>) {
         let mut state = seed | 1;
         let mut next = move |n: u64| {
             state ^= state << 13;
@@ -169,7 +197,13 @@ mod tests {
             spans
         };
         let (t, s) = (side(), side());
-        (text, t, s)
+        // Now and then a few unpairable student tokens.
+        let blocked = if next(4) == 0 {
+            (0..s.len()).map(|_| next(3) == 0).collect()
+        } else {
+            vec![]
+        };
+        (text, t, s, blocked)
     }
 
     #[test]
@@ -178,15 +212,17 @@ mod tests {
         // every random case whose keys do not repeat; cases with repeats must take the merge.
         let (mut fast, mut merged) = (0, 0);
         for seed in 0..20_000u64 {
-            let (text, ts, ss) = random_case(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let (text, ts, ss, blocked) = random_case(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let (tsp, ssp) = (vec![false; ts.len()], vec![false; ss.len()]);
             let t = Placed {
                 spans: &ts,
                 special: &tsp,
+                unpairable: &[],
             };
             let s = Placed {
                 spans: &ss,
                 special: &ssp,
+                unpairable: &blocked,
             };
             let (mut tk, mut sk) = (
                 Keys::new(&text, &t, TEACHER_HIGH),

@@ -5,12 +5,16 @@ special mask, and the bytes each token stands for, ``None`` where unknown); the 
 everything the Rust core returns, so tests compare the two token for token. Choices the contract
 leaves open follow the module docs of ``rust/span.rs`` and ``rust/align.rs``:
 
-- placement: a token's own bytes are matched where it may start (no earlier than where the
-  previous token ended); the match may run past the character range only over whitespace; a
-  leading space the text does not have stands for no bytes; otherwise the character range is the
-  span (a normalizer changed the text);
-- pairs: equal keys pair first with first; special tokens pair by byte offset, in order, and a
-  special pair that would break the monotone order of the text pairs is dropped;
+- placement (rust/place.rs, the revised rule 1 of issue 10: offsets are a hint, the span follows
+  the bytes): a token's own bytes are matched where the previous token ended, or after
+  characters a normalizer may drop (at most 256 bytes on), reaching its reported start; else at
+  its reported start, running past its characters only over whitespace; a leading space the text
+  does not have stands for no bytes; otherwise (bytes not in the text) the token spans from where
+  the previous token ended to where the next one starts (less whitespace before it), at least to
+  the end of its offsets, and is unpairable when its characters overlap a neighbour's;
+- pairs: equal keys of pairable tokens pair first with first; special tokens pair by byte
+  offset, in order, and a special pair that would break the monotone order of the text pairs is
+  dropped;
 - chunks: the finest split of both sides into consecutive groups covering the same text (cuts
   are byte intervals of whitespace/untokenized bytes between keys); an exact pair is a chunk of
   its own, and a token lying wholly in the other side's cut is a chunk without tokens on the other
@@ -56,6 +60,8 @@ class RefAlignment:
     student_text_tokens: int
     aligned: int
     text_pairs: list[tuple[int, int]] = field(default_factory=list)
+    teacher_unpairable: list[bool] = field(default_factory=list)
+    student_unpairable: list[bool] = field(default_factory=list)
 
     @property
     def teacher_coverage(self) -> float:
@@ -80,6 +86,7 @@ class Text:
             self.char_start.append(e)
             self.starting_at[s] = (e, ch)
             self.ending_at[e] = (s, ch)
+        self.boundaries = set(self.char_start)
 
     def is_whitespace(self, start: int, end: int) -> bool:
         """True when bytes [start, end) are whole characters, all White_Space."""
@@ -90,42 +97,115 @@ class Text:
         return all(c in WHITE_SPACE for c in piece)
 
 
-def place(t: Text, side: Side) -> list[tuple[int, int]]:
-    """Rule 1 (and rule 4's position of special tokens): the byte span of every token."""
-    spans = []
+# Characters a normalizer may drop without a trace (rust/place.rs `droppable`): White_Space,
+# controls, format characters and other default ignorables, U+FFFD.
+DROPPABLE_RANGES = [
+    (0xAD, 0xAD), (0x34F, 0x34F), (0x61C, 0x61C), (0x180B, 0x180F), (0x200B, 0x200F),
+    (0x202A, 0x202E), (0x2060, 0x206F), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFF9, 0xFFFD),
+    (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+]  # fmt: skip
+SKIP_LIMIT = 256  # bytes past where the previous token ended
+
+
+def droppable(ch: str) -> bool:
+    c = ord(ch)
+    return (
+        ch in WHITE_SPACE
+        or c < 0x20
+        or 0x7F <= c <= 0x9F
+        or any(a <= c <= b for a, b in DROPPABLE_RANGES)
+    )
+
+
+def place(t: Text, side: Side) -> tuple[list[tuple[int, int]], list[bool]]:
+    """Rule 1 (and rule 4's position of special tokens): the byte span of every token, and
+    which tokens may not pair."""
+    spans: list[tuple[int, int]] = []
+    unpairable = [False] * len(side.ids)
     pos = 0  # where the previous token ended; no token starts before it
-    for i, ((cs, ce), special) in enumerate(zip(side.offsets, side.special, strict=False)):
-        lo, hi = t.char_start[cs], t.char_start[ce]
-        start = max(lo, pos)
+    byte_offsets = [(t.char_start[cs], t.char_start[ce]) for cs, ce in side.offsets]
+    for i, ((lo, hi), special) in enumerate(zip(byte_offsets, side.special, strict=False)):
         if special:
             # a special token with no text (added by a post-processor) sits where the text so far
             # ends; one that occurs in the text covers it
+            start = max(lo, pos)
             span = (start, max(hi, start)) if lo < hi else (pos, pos)
         else:
             own = side.token_bytes[i] if side.token_bytes is not None else None
-            span = locate(t, start, hi, own)
+            found = find(t, pos, lo, hi, own) if own is not None else None
+            if found is not None:
+                span = found
+            else:
+                # the bytes are not in the text (a normalizer changed it, or they are unknown):
+                # from pos to where the next token starts, at least to the end of its offsets
+                nxt = next_token(byte_offsets, side.special, i)
+                unpairable[i] = any(
+                    max(lo, byte_offsets[k][0]) < min(hi, byte_offsets[k][1])
+                    for k in (prev_token(side.special, i), nxt)
+                    if k is not None
+                )
+                span = (pos, normalized_end(t, hi, pos, byte_offsets, nxt))
         spans.append(span)
         pos = span[1]
-    return spans
+    return spans, unpairable
 
 
-def locate(t: Text, start: int, hi: int, own: bytes | None) -> tuple[int, int]:
-    """Where a token with bytes ``own`` lies, starting at ``start``, its characters ending at
-    ``hi``."""
+def next_token(byte_offsets, special, i: int) -> int | None:
+    """The next token that occupies text: non-special, or a special written in the text."""
+    for k in range(i + 1, len(byte_offsets)):
+        if not special[k] or byte_offsets[k][0] < byte_offsets[k][1]:
+            return k
+    return None
 
-    def found_at_start(b: bytes) -> bool:
-        end = start + len(b)
-        if t.raw[start:end] != b or end > len(t.raw):
-            return False
-        # past the character range only over whitespace (byte-level offsets are trimmed of it)
-        return end <= hi or t.is_whitespace(max(hi, start), end)
 
-    if own is not None:
-        if found_at_start(own):
-            return (start, start + len(own))
-        if own.startswith(b" ") and found_at_start(own[1:]):
-            return (start, start + len(own) - 1)  # a dummy-prefix space stands for no bytes
-    return (start, max(hi, start))  # a normalizer changed the text: the character range
+def prev_token(special, i: int) -> int | None:
+    return next((k for k in range(i - 1, -1, -1) if not special[k]), None)
+
+
+def normalized_end(t: Text, hi: int, pos: int, byte_offsets, nxt: int | None) -> int:
+    """To where the next token starts (less whitespace just before it), at least to ``hi``."""
+    floor = max(hi, pos)
+    end = len(t.raw) if nxt is None else byte_offsets[nxt][0]
+    while end > floor and end in t.ending_at:
+        begin, ch = t.ending_at[end]
+        if ch not in WHITE_SPACE or begin < floor:
+            break
+        end = begin
+    return max(end, floor)
+
+
+def match_at(t: Text, at: int, own: bytes) -> int | None:
+    """End of ``own`` found at ``at``, fully or without a leading (dummy-prefix) space."""
+    for b in (own, own[1:] if own.startswith(b" ") else None):
+        if b is not None and t.raw[at : at + len(b)] == b and at + len(b) <= len(t.raw):
+            return at + len(b)
+    return None
+
+
+def find(t: Text, pos: int, lo: int, hi: int, own: bytes) -> tuple[int, int] | None:
+    """The token's bytes where the previous token ended or after characters a normalizer may
+    drop (reaching its reported start), else at its reported start (running past its
+    characters only over whitespace); None when they are not in the text."""
+    at = pos
+    while True:
+        end = match_at(t, at, own)
+        # a match cutting a character must overlap the token's reported characters
+        if end is not None and (end >= lo or end == at):
+            whole = at in t.boundaries and end in t.boundaries
+            if whole or at < hi or lo == hi:
+                return (at, end)
+        if at not in t.starting_at or at >= pos + SKIP_LIMIT:
+            break
+        nxt, ch = t.starting_at[at]
+        if not droppable(ch):
+            break
+        at = nxt
+    start = max(lo, pos)
+    if start > at:
+        end = match_at(t, start, own)
+        if end is not None and (end <= hi or t.is_whitespace(max(hi, start), end)):
+            return (start, end)
+    return None
 
 
 def canonical_key(t: Text, span: tuple[int, int]) -> tuple[int, int]:
@@ -177,7 +257,7 @@ def special_pairs(
     return out
 
 
-def chunks(tkeys: list[tuple], skeys: list[tuple], pairs: set, nt: int, ns: int):
+def chunks(tkeys: list[tuple], skeys: list[tuple], pairs: set, nt: int, ns: int, tblocked):
     """Rule 5, see the module doc. Returns chunk ids per token (-1 for special tokens)."""
     tc, sc = [-1] * nt, [-1] * ns
     n, m = len(tkeys), len(skeys)
@@ -196,7 +276,12 @@ def chunks(tkeys: list[tuple], skeys: list[tuple], pairs: set, nt: int, ns: int)
         if i < n and j < m and (tkeys[i][1], skeys[j][1]) in pairs:
             tc[tkeys[i][1]] = sc[skeys[j][1]] = chunk
             i, j = i + 1, j + 1
-        elif j < m and meet(cut(tkeys, i), cut(skeys, j + 1)):
+        elif (
+            j < m
+            and meet(cut(tkeys, i), cut(skeys, j + 1))
+            # an unpairable teacher token that could stand alone too goes first
+            and not (i < n and tblocked[tkeys[i][1]] and meet(cut(tkeys, i + 1), cut(skeys, j)))
+        ):
             sc[skeys[j][1]] = chunk  # student token inside the teacher's gap: alone
             j += 1
         elif i < n and meet(cut(tkeys, i + 1), cut(skeys, j)):
@@ -223,7 +308,7 @@ def align_reference(text: str, teacher: Side, student: Side) -> RefAlignment:
         assert len(side.offsets) == n and len(side.special) == n
         assert side.token_bytes is None or len(side.token_bytes) == n
     t = Text(text)
-    tspans, sspans = place(t, teacher), place(t, student)
+    (tspans, tblocked), (sspans, sblocked) = place(t, teacher), place(t, student)
     tkeys = [
         None if sp else canonical_key(t, s) for s, sp in zip(tspans, teacher.special, strict=False)
     ]
@@ -232,9 +317,11 @@ def align_reference(text: str, teacher: Side, student: Side) -> RefAlignment:
     ]
     tk = [(k, i) for i, k in enumerate(tkeys) if k is not None]
     sk = [(k, j) for j, k in enumerate(skeys) if k is not None]
-    tp = text_pairs(tk, sk)
+    tp = text_pairs(
+        [(k, i) for k, i in tk if not tblocked[i]], [(k, j) for k, j in sk if not sblocked[j]]
+    )
     sp = special_pairs(tspans, teacher.special, sspans, student.special, tp)
-    tc, sc = chunks(tk, sk, set(tp), len(tspans), len(sspans))
+    tc, sc = chunks(tk, sk, set(tp), len(tspans), len(sspans), tblocked)
     return RefAlignment(
         teacher_spans=tspans,
         student_spans=sspans,
@@ -247,4 +334,6 @@ def align_reference(text: str, teacher: Side, student: Side) -> RefAlignment:
         student_text_tokens=len(sk),
         aligned=len(tp),
         text_pairs=tp,
+        teacher_unpairable=tblocked,
+        student_unpairable=sblocked,
     )

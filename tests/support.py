@@ -156,8 +156,10 @@ def check_properties(text: str, ref: RefAlignment, *, lossless: bool) -> None:
     # maximal: no two unpaired text tokens with equal keys
     paired_t = {i for i, _ in text_pairs}
     paired_s = {j for _, j in text_pairs}
-    free_t = {k for k, i in tk if i not in paired_t}
-    free_s = {k for k, j in sk if j not in paired_s}
+    # (unpairable tokens, rust/place.rs, take part in chunks only)
+    tblock, sblock = ref.teacher_unpairable, ref.student_unpairable
+    free_t = {k for k, i in tk if i not in paired_t and not tblock[i]}
+    free_s = {k for k, j in sk if j not in paired_s and not sblock[j]}
     assert not free_t & free_s
 
     # chunks: special -1; text tokens numbered 0.. in order on both sides, consecutive ids
@@ -171,7 +173,7 @@ def check_properties(text: str, ref: RefAlignment, *, lossless: bool) -> None:
     tmembers = {c: [k for k, i in tk if ref.teacher_chunks[i] == c] for c in all_ids}
     smembers = {c: [k for k, j in sk if ref.student_chunks[j] == c] for c in all_ids}
 
-    # every text pair is a 1x1 chunk; every 1x1 chunk with equal keys is a pair
+    # every text pair is a 1x1 chunk; a 1x1 chunk with equal keys is a pair unless unpairable
     for i, j in text_pairs:
         c = ref.teacher_chunks[i]
         assert ref.student_chunks[j] == c and len(tmembers[c]) == len(smembers[c]) == 1
@@ -179,7 +181,7 @@ def check_properties(text: str, ref: RefAlignment, *, lossless: bool) -> None:
         if len(tmembers[c]) == len(smembers[c]) == 1 and tmembers[c] == smembers[c]:
             (i,) = [i for k, i in tk if ref.teacher_chunks[i] == c]
             (j,) = [j for k, j in sk if ref.student_chunks[j] == c]
-            assert (i, j) in text_pairs
+            assert ((i, j) in text_pairs) == (not tblock[i] and not sblock[j])
 
     # no chunk can be cut: no teacher cut and student cut strictly inside a chunk meet
     tcuts, scuts = _cuts([k for k, _ in tk]), _cuts([k for k, _ in sk])

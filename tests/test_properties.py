@@ -1,7 +1,12 @@
 """Properties of ALIGNMENT.md that involve more than one call: swapping sides, self-alignment,
-batch equals a loop of single calls for any thread count, special tokens, pooled coverage."""
+batch equals a loop of single calls for any thread count, special tokens, pooled coverage; and
+the caches behind one-shot `align` (by file identity for paths, enough for ten tokenizers in
+eight threads)."""
 
 from __future__ import annotations
+
+import os
+import threading
 
 import numpy as np
 import pytest
@@ -38,17 +43,21 @@ def test_swapping_sides_swaps_pairs(teacher, student, text):
 )
 @SETTINGS
 @given(text=texts, add_special=st.booleans())
-def test_self_alignment_pairs_every_token(name, text, add_special):
+def test_self_alignment_pairs_every_pairable_token(name, text, add_special):
     if name not in TRAINED_NAMES:
         require_real(name)
     c = core(name)
     got, ref, t, _ = align_both(c, c, text, add_special)
     n = len(t.ids)
-    assert got.pairs.tolist() == [[i, i] for i in range(n)]
-    assert got.teacher_coverage == got.student_coverage == 1.0
-    # every text token is a chunk of its own, numbered in order
-    text_tokens = [i for i in range(n) if not t.special[i]]
-    assert [got.teacher_chunks[i] for i in text_tokens] == list(range(len(text_tokens)))
+    # every token but the unpairable pieces of a normalized character (rust/place.rs: NFD
+    # Hangul under BERT's accent stripping splits one character into several tokens)
+    blocked = ref.teacher_unpairable
+    assert got.pairs.tolist() == [[i, i] for i in range(n) if not blocked[i]]
+    if not any(blocked):
+        assert got.teacher_coverage == got.student_coverage == 1.0
+        # every text token is a chunk of its own, numbered in order
+        text_tokens = [i for i in range(n) if not t.special[i]]
+        assert [got.teacher_chunks[i] for i in text_tokens] == list(range(len(text_tokens)))
     check_properties(text, ref, lossless=spells_exactly((name,), text))
 
 
@@ -146,3 +155,76 @@ def test_empty_text_coverage_is_one():
     got = dskd_align.Aligner(core("llama"), core("bert"), add_special_tokens=True)("")
     assert got.teacher_text_tokens == 0 and got.student_text_tokens == 0
     assert got.teacher_coverage == 1.0 and got.pairs.tolist() == [[0, 0]]  # BOS with CLS
+
+
+def _counting_reads(monkeypatch) -> list[int]:
+    """Counts reads of tokenizer JSON (each cache miss reads it once)."""
+    import dskd_align.tokenizers as adapters
+
+    calls = [0]
+    real = adapters.tokenizer_json
+
+    def counted(tok):
+        calls[0] += 1
+        return real(tok)
+
+    monkeypatch.setattr(adapters, "tokenizer_json", counted)
+    return calls
+
+
+def test_path_cache_by_file_identity(tmp_path, monkeypatch):
+    """`align(path, path, text)` reads the file once; a rewritten file is read again and gives
+    the new tokenizer."""
+    from families import trained_tokenizer
+
+    path = tmp_path / "tokenizer.json"
+    path.write_text(trained_tokenizer("bytebpe").to_str(), encoding="utf-8")
+    reads = _counting_reads(monkeypatch)
+    first = [dskd_align.align(path, str(tmp_path), "hello world") for _ in range(5)]
+    assert reads[0] == 1
+    assert all(a.pairs.tolist() == first[0].pairs.tolist() for a in first)
+    loaded = dskd_align.load_core(path)
+    path.write_text(trained_tokenizer("llama").to_str(), encoding="utf-8")
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert dskd_align.load_core(path) is not loaded
+    assert reads[0] == 2
+    assert dskd_align.load_core(path).vocab_size == core("llama").vocab_size
+
+
+def test_caches_hold_ten_tokenizers_in_eight_threads(monkeypatch):
+    """Ten tokenizers aligned pairwise from eight threads: each is read once (the earlier
+    8-entry caches re-read them on almost every call), and every result equals a fresh one."""
+    from families import trained_tokenizer
+    from tokenizers import Tokenizer
+
+    toks = []
+    for k in range(10):
+        tok = Tokenizer.from_str(trained_tokenizer(TRAINED_NAMES[k % 5]).to_str())
+        tok.add_tokens([f"<extra_{k}>"])  # ten different tokenizer.json texts
+        toks.append(tok)
+    reads = _counting_reads(monkeypatch)
+    text = "def f(x):\n    return  x  # naïve 日本 🙂"
+    want = {
+        (a, b): dskd_align.Aligner(toks[a], toks[b])(text).pairs.tolist()
+        for a in range(10)
+        for b in range(10)
+    }
+    reads[0] = 0
+    errors: list[str] = []
+
+    def work(seed: int) -> None:
+        for r in range(3):
+            for a in range(10):
+                b = (a * (seed + 1) + r) % 10
+                got = dskd_align.align(toks[a], toks[b], text).pairs.tolist()
+                if got != want[(a, b)]:
+                    errors.append(f"{a} {b}")
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert reads[0] <= 10

@@ -1,12 +1,20 @@
 """The public entry points: :func:`align`, :class:`Aligner`, :func:`align_encodings`.
 
 ``Aligner`` builds each side once (tokenizer + token-to-bytes table; ~0.1-1 s for a 150k-262k
-vocabulary) and reuses it. ``align`` is the one-shot form; it keeps the last few aligners keyed by
-the tokenizer objects (holding a reference, so an id is never reused while cached).
+vocabulary) and reuses it. ``align`` is the one-shot form: each side is resolved through caches
+(a path by file identity, see ``tokenizers.load_core``; a tokenizer object by identity, holding a
+reference so an id is never reused while cached, up to 32 objects); an ``Aligner`` over two
+resolved sides costs nothing, so any number of tokenizer pairs share the cached sides.
+
+Bad input gets an ``AlignmentError`` naming the field and the fix, never a silent coercion (issue
+10): ids must be a 1-D sequence of integers in 0..2^32, offsets ``[N, 2]`` integers, the special
+mask booleans or 0/1; ``num_threads`` an int in 0..``MAX_THREADS``.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -17,7 +25,22 @@ from dskd_align._core import AlignmentError, CoreTokenizer, align_encoded, align
 from dskd_align.alignment import Alignment, BatchAlignment
 from dskd_align.tokenizers import Encoded, PythonSide, char_offsets, resolve
 
-__all__ = ["Aligner", "align", "align_encodings"]
+__all__ = ["MAX_THREADS", "Aligner", "align", "align_encodings"]
+
+# More threads than this is a mistake (a count of texts or bytes passed by position?).
+MAX_THREADS = 1024
+
+
+def _check_threads(num_threads: Any) -> int:
+    if (
+        not isinstance(num_threads, (int, np.integer))
+        or isinstance(num_threads, bool)
+        or not 0 <= num_threads <= MAX_THREADS
+    ):
+        raise AlignmentError(
+            f"num_threads must be an int in 0..{MAX_THREADS} (0 = all cores), got {num_threads!r}"
+        )
+    return int(num_threads)
 
 
 class Aligner:
@@ -41,8 +64,7 @@ class Aligner:
         safe in forked DataLoader workers). Results do not depend on ``num_threads``."""
         if isinstance(texts, str):
             raise AlignmentError("batch() takes a list of texts, not one str; use aligner(text)")
-        if num_threads < 0:
-            raise AlignmentError(f"num_threads must be >= 0 (0 = all cores), got {num_threads}")
+        num_threads = _check_threads(num_threads)
         texts = list(texts)
         t, s = self.teacher, self.student
         if isinstance(t, CoreTokenizer) and isinstance(s, CoreTokenizer):
@@ -67,8 +89,26 @@ class Aligner:
         return Encoded(ids, offsets, special, [side.token_bytes(i) for i in ids])
 
 
-_CACHE: OrderedDict[tuple[int, int, bool], tuple[Any, Any, Aligner]] = OrderedDict()
-_CACHE_SIZE = 8
+_SIDES: OrderedDict[int, tuple[Any, CoreTokenizer | PythonSide]] = OrderedDict()
+_SIDES_SIZE = 32
+_SIDES_LOCK = threading.Lock()
+
+
+def _side(tok: Any) -> CoreTokenizer | PythonSide:
+    """``resolve(tok)``, cached by object identity (paths are cached by ``load_core``)."""
+    if isinstance(tok, (str, os.PathLike)):
+        return resolve(tok)
+    with _SIDES_LOCK:
+        hit = _SIDES.get(id(tok))
+        if hit is not None:
+            _SIDES.move_to_end(id(tok))
+            return hit[1]
+    side = resolve(tok)
+    with _SIDES_LOCK:
+        _SIDES[id(tok)] = (tok, side)  # the reference keeps id(tok) from being reused
+        while len(_SIDES) > _SIDES_SIZE:
+            _SIDES.popitem(last=False)
+    return side
 
 
 def align(teacher: Any, student: Any, text: str, *, add_special_tokens: bool = False) -> Alignment:
@@ -78,15 +118,8 @@ def align(teacher: Any, student: Any, text: str, *, add_special_tokens: bool = F
     a ``tokenizer.json`` or a folder with one, a tiktoken ``Encoding``, or a
     ``sentencepiece.SentencePieceProcessor``.
     """
-    key = (id(teacher), id(student), add_special_tokens)
-    hit = _CACHE.get(key)
-    if hit is None or isinstance(teacher, str) or isinstance(student, str):
-        hit = (teacher, student, Aligner(teacher, student, add_special_tokens=add_special_tokens))
-        _CACHE[key] = hit
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    _CACHE.move_to_end(key)
-    return hit[2](text)
+    aligner = Aligner(_side(teacher), _side(student), add_special_tokens=add_special_tokens)
+    return aligner(text)
 
 
 TokenBytes = Callable[[int], "bytes | None"]
@@ -109,13 +142,17 @@ def _as_encoded(side: str, enc: Any, token_bytes: Any) -> tuple[Any, ...]:
             f"{side} encoding has no ids/offsets: pass a tokenizers.Encoding, a transformers "
             "BatchEncoding from return_offsets_mapping=True, or a dict with 'ids' and 'offsets'"
         )
-    ids = [int(i) for i in np.asarray(ids).reshape(-1)]
-    offsets = [(int(a), int(b)) for a, b in np.asarray(offsets, dtype=np.int64).reshape(-1, 2)]
-    special = (
-        [False] * len(ids)
-        if special is None
-        else [bool(x) for x in np.asarray(special).reshape(-1)]
-    )
+    ids_, offsets_ = _ints(side, "ids", ids, 1), _ints(side, "offsets", offsets, 2)
+    for i, x in enumerate(ids_):
+        if not 0 <= x < 2**32:
+            raise AlignmentError(f"{side}: ids[{i}] = {x} is not a token id (0..2^32)")
+    offs = [(int(a), int(b)) for a, b in offsets_]
+    for i, (a, b) in enumerate(offs):
+        if not (-(2**63) <= a < 2**63 and -(2**63) <= b < 2**63):
+            raise AlignmentError(
+                f"{side}: token {i} has offsets ({a}, {b}), not character positions of the text"
+            )
+    special_ = [False] * len(ids_) if special is None else _mask(side, special)
     tb = None
     if token_bytes is not None:
         lookup: Callable[[int], bytes | None]
@@ -131,8 +168,63 @@ def _as_encoded(side: str, enc: Any, token_bytes: Any) -> tuple[Any, ...]:
                     f"{side}_token_bytes: pass a callable id -> bytes or an HF tokenizer"
                 )
             lookup = core.token_bytes
-        tb = [lookup(i) for i in ids]
-    return ids, offsets, special, tb
+        tb = [lookup(i) for i in ids_]
+        for i, b in enumerate(tb):
+            if b is not None and not isinstance(b, bytes):
+                raise AlignmentError(
+                    f"{side}_token_bytes returned a {type(b).__name__} for ids[{i}] = "
+                    f"{ids_[i]}; it must return bytes or None"
+                )
+    return ids_, offs, special_, tb
+
+
+_SHAPES = {1: "a 1-D sequence (one encoding of one text, e.g. enc['input_ids'][0])", 2: "[N, 2]"}
+
+
+def _ints(side: str, field: str, value: Any, ndim: int) -> list[Any]:
+    """``value`` as a list of Python ints (ndim 1) or int pairs (ndim 2), refusing floats,
+    strings and wrong shapes by name."""
+    try:
+        arr = np.asarray(value)
+    except ValueError:  # ragged
+        arr = np.asarray(value, dtype=object)
+    if arr.size == 0 and arr.ndim <= ndim:
+        return []
+    want = (arr.ndim == 1) if ndim == 1 else (arr.ndim == 2 and arr.shape[1] == 2)
+    if not want:
+        raise AlignmentError(
+            f"{side}: `{field}` has shape {tuple(arr.shape)}; pass {_SHAPES[ndim]}"
+        )
+    flat = arr.reshape(-1)
+    if arr.dtype.kind not in "iu":
+        bad = next(
+            (x for x in flat.tolist() if not isinstance(x, int) or isinstance(x, bool)), None
+        )
+        if bad is not None or arr.dtype.kind == "b":
+            bad = flat[0] if bad is None else bad
+            raise AlignmentError(
+                f"{side}: `{field}` must be integers, got {type(bad).__name__} {bad!r}; pass "
+                "the encoding's own integer values (no floats, strings or bools)"
+            )
+    return arr.tolist()
+
+
+def _mask(side: str, value: Any) -> list[bool]:
+    """The special-token mask: booleans or 0/1, 1-D."""
+    arr = np.asarray(value)
+    if arr.ndim != 1 and arr.size:
+        raise AlignmentError(
+            f"{side}: `special_tokens_mask` has shape {tuple(arr.shape)}; pass {_SHAPES[1]}"
+        )
+    out = []
+    for x in arr.reshape(-1).tolist():
+        if not (isinstance(x, (bool, int)) and x in (0, 1)):
+            raise AlignmentError(
+                f"{side}: `special_tokens_mask` must be booleans or 0/1, got "
+                f"{type(x).__name__} {x!r}"
+            )
+        out.append(bool(x))
+    return out
 
 
 def align_encodings(
@@ -149,6 +241,13 @@ def align_encodings(
     character range."""
     if not isinstance(text, str):
         raise AlignmentError(f"text is a {type(text).__name__}, not a str")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise AlignmentError(
+            f"text is not valid Unicode ({e.reason} at index {e.start}); lone surrogates cannot "
+            "be tokenized, clean the text (e.g. s.encode('utf-8', 'replace').decode())"
+        ) from None
     t = _as_encoded("teacher", teacher, teacher_token_bytes)
     s = _as_encoded("student", student, student_token_bytes)
     return BatchAlignment([text], align_encoded(text, t, s))[0]

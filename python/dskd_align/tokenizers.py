@@ -9,13 +9,23 @@ Two kinds of side:
 - **Python-encoded**: tiktoken ``Encoding`` and ``sentencepiece.SentencePieceProcessor``. They are
   encoded in Python and handed to the core as ids, character offsets, special mask and token bytes.
 
-Choice recorded here: truncation and padding configured on a tokenizer are ignored (the JSON's
+Choices recorded here: truncation and padding configured on a tokenizer are ignored (the JSON's
 settings are switched off); an alignment is always of the whole text.
+
+Caches (issue 10): building a core for a 150k-262k vocabulary takes 0.1-2 s, and reading a large
+tokenizer.json alone ~0.3 s, so ``load_core`` keeps cores (a) by file for paths: the resolved path
+plus the file's identity (device, inode, size, mtime in ns), checked with one ``stat`` per call, so
+a rewritten file is reloaded and an unchanged one is never re-read; (b) by the JSON text for
+tokenizer objects (the same JSON always gives the same core; a tokenizer changed after loading has
+a different JSON). Each holds up to 32 tokenizers, least recently used out first: 10 tokenizers
+aligned pairwise from 8 threads stay cached (the earlier 8-entry caches thrashed). The caches are
+guarded by one lock; a core is built outside it (two threads may build the same one once).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -141,7 +151,14 @@ def tokenizer_json(tok: Any) -> str:
                 f"no tokenizer.json at {str(p)!r}: pass a tokenizer.json file, a folder holding "
                 "one, or a loaded tokenizer"
             )
-        return p.read_text(encoding="utf-8")
+        try:
+            return p.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise AlignmentError(
+                f"{str(p)!r} is not a tokenizer.json: it is not UTF-8 text (a binary file such "
+                "as a sentencepiece tokenizer.model?); pass the tokenizer.json, or load a .model "
+                "with sentencepiece.SentencePieceProcessor(model_file=...) and pass that"
+            ) from None
     backend = getattr(tok, "backend_tokenizer", None)  # transformers fast tokenizers (v4 and v5)
     if backend is not None:
         return str(backend.to_str())
@@ -160,28 +177,60 @@ def tokenizer_json(tok: Any) -> str:
     )
 
 
+_CACHE_SIZE = 32
+_LOCK = threading.Lock()
+# JSON hash -> (JSON, core); file identity -> core.
 _CORE_CACHE: OrderedDict[int, tuple[str, CoreTokenizer]] = OrderedDict()
-_CORE_CACHE_SIZE = 8
+_PATH_CACHE: OrderedDict[tuple[Any, ...], CoreTokenizer] = OrderedDict()
+
+
+def _cached(cache: OrderedDict, key: Any) -> Any:
+    with _LOCK:
+        hit = cache.get(key)
+        if hit is not None:
+            cache.move_to_end(key)
+        return hit
+
+
+def _remember(cache: OrderedDict, key: Any, value: Any) -> None:
+    with _LOCK:
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > _CACHE_SIZE:
+            cache.popitem(last=False)
+
+
+def _file_identity(tok: Any) -> tuple[Any, ...] | None:
+    """(resolved path, device, inode, size, mtime ns) of the tokenizer.json a path names."""
+    p = Path(tok)
+    if p.is_dir():
+        p = p / "tokenizer.json"
+    try:
+        st = p.stat()
+        return (str(p.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        return None  # tokenizer_json names the problem
 
 
 def load_core(tok: Any) -> CoreTokenizer:
-    """A :class:`CoreTokenizer` for anything with a tokenizer.json.
-
-    Loading a 150k-262k vocabulary takes ~0.5-2 s, so the last few are cached by the content of
-    their tokenizer.json (the same JSON always gives the same core; a tokenizer changed after
-    loading, e.g. with added tokens, has a different JSON and gets a new core)."""
+    """A :class:`CoreTokenizer` for anything with a tokenizer.json, cached (module docs)."""
     if isinstance(tok, CoreTokenizer):
         return tok
+    ident = _file_identity(tok) if isinstance(tok, (str, os.PathLike)) else None
+    if ident is not None:
+        core = _cached(_PATH_CACHE, ident)
+        if core is not None:
+            return core
     text = tokenizer_json(tok)
     key = hash(text)
-    hit = _CORE_CACHE.get(key)
+    hit = _cached(_CORE_CACHE, key)
     if hit is not None and hit[0] == text:
-        _CORE_CACHE.move_to_end(key)
-        return hit[1]
-    core = CoreTokenizer(text)
-    _CORE_CACHE[key] = (text, core)
-    while len(_CORE_CACHE) > _CORE_CACHE_SIZE:
-        _CORE_CACHE.popitem(last=False)
+        core = hit[1]
+    else:
+        core = CoreTokenizer(text)
+        _remember(_CORE_CACHE, key, (text, core))
+    if ident is not None:
+        _remember(_PATH_CACHE, ident, core)
     return core
 
 

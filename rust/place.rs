@@ -1,0 +1,311 @@
+//! Rule 1 of ALIGNMENT.md (revised, issue 10): where each token lies in the text. Offsets are a
+//! hint; the span follows the token's own bytes.
+//!
+//! Tokens are placed left to right; `pos` is where the previous token ended and no token starts
+//! before it. For a non-special token with known bytes `b`:
+//! 1. **Its bytes where the previous token ended.** `b` is searched at `pos`, then after each
+//!    character a tokenizer may drop (White_Space, controls, format characters and other default
+//!    ignorables, U+FFFD; [`droppable`]), at most [`SKIP_LIMIT`] bytes past `pos`. A leading space the text does not have (SentencePiece dummy prefix,
+//!    `add_prefix_space`) stands for no bytes: `b` without it is tried at each place too. A
+//!    non-empty match must reach the token's reported start (an earlier copy of the same bytes,
+//!    wholly before the offsets, is not this token), and a match that cuts a character must
+//!    overlap the token's reported characters (byte-level pieces do; a normalizer's byte piece
+//!    can equal a text byte just past them by chance: NFD's U+0323 lead byte `CC` before a text
+//!    U+0301). This covers *trimmed offsets* (GPT-NeoX `ĠĊĊ` reported as
+//!    "\n\n", a four-space token as empty: the match at `pos` covers the dropped space), byte
+//!    pieces of one character (each piece follows the previous one), and *offsets shifted by
+//!    dropped characters* (t5-small drops `\x08` and reports every later token one character
+//!    early: `▁L` in "\x08Lll" is found after the `\x08`).
+//! 2. **The offsets' start** (`max(start, pos)`): full bytes or dummy-prefixed bytes there, the match
+//!    running past the character range only over whitespace (the pre-issue-10 rule; reached when
+//!    a normalizer dropped characters that [`droppable`] does not list, e.g. combining marks
+//!    removed by accent stripping).
+//! 3. **Otherwise the bytes are not in the text** (a normalizer changed it: lowercasing, accent
+//!    stripping, NFC/NFD/NFKC, `[UNK]`, or no bytes known): the token stands for the original text
+//!    from `pos` to where the next token starts (its reported start, less whitespace just before
+//!    it, which a space-led neighbour or nobody owns), and at least to the end of its own offsets.
+//!    Qwen's NFC `é` for "e" + U+0301 reported on the "e" alone thus spans both code points and
+//!    never pairs with a plain `e` of the other side.
+//!
+//! **Unpairable tokens.** A token of case 3 whose character range overlaps its neighbour's (a
+//! normalizer made several tokens out of the same original characters: NFD "é" -> `e` + U+0301,
+//! NFKC "ﬁ" -> `f` + `i...`, byte pieces of a composed character) stands for no whole piece of the
+//! original text on its own: whichever of them got the characters' span would pair with the other
+//! side's token for the whole character and join different text. Such tokens are flagged
+//! unpairable: they take part in chunks (rule 5), never in pairs.
+//!
+//! Rejected: trusting the offsets (the issue-10 bugs); searching the token's bytes anywhere ahead
+//! (a normalized token's bytes can occur later in the text; and the search must stay bounded,
+//! see [`SKIP_LIMIT`]); switching `trim_offsets` off inside the core (fixes only the core's own
+//! tokenization, not offsets users hand to `align_encodings`, and not normalizers).
+
+use crate::span::Span;
+
+/// How far (bytes past where the previous token ended) the search of rule 1 skips droppable
+/// characters. Bounds the work per token, so a run of millions of spaces stays linear.
+pub const SKIP_LIMIT: usize = 256;
+
+/// A placed side: one span per token, and which tokens may not pair (empty: all may).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub spans: Vec<Span>,
+    pub unpairable: Vec<bool>,
+}
+
+/// Characters a tokenizer's normalizer may drop without a trace in its tokens: White_Space
+/// (Unicode property, `char::is_whitespace`), controls (Cc), format characters and the other
+/// default ignorables a normalizer removes (soft hyphen, zero-width and bidi marks, word joiners,
+/// variation selectors, BOM, tags), and U+FFFD (BERT's `clean_text`).
+pub fn droppable(c: char) -> bool {
+    c.is_whitespace()
+        || c.is_control()
+        || matches!(c,
+            '\u{AD}' | '\u{34F}' | '\u{61C}' | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFD}' | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}')
+}
+
+/// True when `bytes` is valid UTF-8 made only of White_Space characters.
+fn all_whitespace(bytes: &[u8]) -> bool {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.chars().all(char::is_whitespace),
+        Err(_) => false,
+    }
+}
+
+/// Places every token on the text (rule 1, see the module docs). `offsets` are byte ranges already
+/// snapped to characters; `token_bytes(i)` gives the bytes token `i` stands for, or `None` when
+/// unknown. A special token's span starts where it sits (rule 4).
+pub fn place_tokens<'b>(
+    text: &str,
+    offsets: &[(usize, usize)],
+    special: &[bool],
+    token_bytes: impl Fn(usize) -> Option<&'b [u8]>,
+) -> Placement {
+    let mut spans = Vec::with_capacity(offsets.len());
+    let mut unpairable = Vec::new();
+    let mut pos = 0usize;
+    for (i, (&(bs, be), &sp)) in offsets.iter().zip(special).enumerate() {
+        let span = if sp {
+            // Added by a post-processor ((0, 0) offsets): it sits where the text so far ends.
+            let s = bs.max(pos);
+            if bs < be {
+                Span::new(s, be.max(s))
+            } else {
+                Span::new(pos, pos)
+            }
+        } else {
+            match token_bytes(i).and_then(|b| find(text, pos, bs, be, b)) {
+                Some(span) => span,
+                None => {
+                    if shares_characters(offsets, special, i) {
+                        if unpairable.is_empty() {
+                            unpairable.resize(offsets.len(), false);
+                        }
+                        unpairable[i] = true;
+                    }
+                    Span::new(pos, normalized_end(text, offsets, special, i, pos))
+                }
+            }
+        };
+        pos = span.end();
+        spans.push(span);
+    }
+    Placement { spans, unpairable }
+}
+
+/// Whether bytes `b` lie at `at` (`Some(end)`), fully or without a leading (dummy-prefix) space.
+#[inline(always)]
+fn match_at(t: &[u8], at: usize, b: &[u8]) -> Option<usize> {
+    if t.get(at..at + b.len()) == Some(b) {
+        return Some(at + b.len());
+    }
+    match b.split_first() {
+        Some((b' ', rest)) if t.get(at..at + rest.len()) == Some(rest) => Some(at + rest.len()),
+        _ => None,
+    }
+}
+
+/// Cases 1 and 2 of the module docs: the token's bytes at or just after `pos`, or at its offsets.
+fn find(text: &str, pos: usize, bs: usize, be: usize, b: &[u8]) -> Option<Span> {
+    let t = text.as_bytes();
+    let limit = pos.saturating_add(SKIP_LIMIT);
+    let mut at = pos;
+    loop {
+        if let Some(end) = match_at(t, at, b) {
+            // Reaching the reported start: not an earlier copy of the same bytes. (A lone
+            // dummy-prefix space matches empty anywhere and may stay where it is.) A piece of a
+            // character must overlap its reported characters: byte-level and byte-fallback
+            // pieces always do, while a normalizer's piece (NFD's U+0323 lead byte) can equal a
+            // text byte just past them by chance.
+            let whole = text.is_char_boundary(at) && text.is_char_boundary(end);
+            if (end >= bs || end == at) && (whole || at < be || bs == be) {
+                return Some(Span::new(at, end));
+            }
+        }
+        let c = match text.get(at..).and_then(|r| r.chars().next()) {
+            Some(c) if droppable(c) && at < limit => c,
+            _ => break,
+        };
+        at += c.len_utf8();
+    }
+    let s = bs.max(pos);
+    // Positions up to `at` were tried above (with a weaker condition).
+    if s > at {
+        if let Some(end) = match_at(t, s, b) {
+            if end <= be || all_whitespace(&t[be.max(s)..end]) {
+                return Some(Span::new(s, end));
+            }
+        }
+    }
+    None
+}
+
+/// The next token that occupies text (non-special, or a special written in the text).
+fn next_token(offsets: &[(usize, usize)], special: &[bool], i: usize) -> Option<usize> {
+    (i + 1..offsets.len()).find(|&k| !special[k] || offsets[k].0 < offsets[k].1)
+}
+
+/// Case 3: where a token whose bytes are not in the text ends.
+fn normalized_end(
+    text: &str,
+    offsets: &[(usize, usize)],
+    special: &[bool],
+    i: usize,
+    pos: usize,
+) -> usize {
+    let be = offsets[i].1;
+    let next = next_token(offsets, special, i).map_or(text.len(), |k| offsets[k].0);
+    let floor = be.max(pos);
+    // Whitespace just before the next token is not this token's. (`next` is a character
+    // boundary; `floor` may not be, after a byte piece, so walk back from `next`.)
+    let mut end = next;
+    while end > floor {
+        match text.get(..end).and_then(|h| h.chars().next_back()) {
+            Some(c) if c.is_whitespace() && end - c.len_utf8() >= floor => end -= c.len_utf8(),
+            _ => break,
+        }
+    }
+    end.max(floor)
+}
+
+/// Whether token `i`'s characters are shared with the previous or next text token (case 3's
+/// unpairable tokens).
+fn shares_characters(offsets: &[(usize, usize)], special: &[bool], i: usize) -> bool {
+    let (bs, be) = offsets[i];
+    let prev = (0..i).rev().find(|&k| !special[k]);
+    let overlaps = |k: usize| {
+        let (s, e) = offsets[k];
+        s.max(bs) < e.min(be)
+    };
+    prev.is_some_and(overlaps) || next_token(offsets, special, i).is_some_and(overlaps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::span::char_to_byte;
+
+    fn spans_of(text: &str, offs: &[(usize, usize)], bytes: &[&[u8]]) -> Vec<(usize, usize)> {
+        place_tokens(text, offs, &vec![false; offs.len()], |i| Some(bytes[i]))
+            .spans
+            .iter()
+            .map(|s| (s.start(), s.end()))
+            .collect()
+    }
+
+    #[test]
+    fn gpt2_cyrillic_byte_pieces() {
+        // GPT-2 on "Привет мир": `ĠÐ`=(6,8) and `¼`=(7,8) in characters.
+        let text = "Привет мир";
+        let c2b = char_to_byte(text);
+        let offs = [(c2b[6], c2b[8]), (c2b[7], c2b[8])];
+        let got = spans_of(text, &offs, &[&[0x20, 0xD0], &[0xBC]]);
+        assert_eq!(got, vec![(12, 14), (14, 15)]);
+    }
+
+    #[test]
+    fn dummy_prefix_stands_for_nothing() {
+        let got = spans_of("日", &[(0, 3), (0, 3)], &[b" ", "日".as_bytes()]);
+        assert_eq!(got, vec![(0, 0), (0, 3)]);
+        // RoBERTa-style prefix space after an in-text special: `Ġ`=(4,4) before `x`=(3,4).
+        let p = place_tokens(
+            "<s>x",
+            &[(0, 3), (4, 4), (3, 4)],
+            &[true, false, false],
+            |i| Some([b"<s>".as_slice(), b" ", b"x"][i]),
+        );
+        assert_eq!(
+            p.spans,
+            vec![Span::new(0, 3), Span::new(3, 3), Span::new(3, 4)]
+        );
+    }
+
+    #[test]
+    fn trimmed_offsets_follow_the_bytes() {
+        // GPT-NeoX on "x \n\n  y": `x`, `ĠĊĊ`=(2,4) (trimmed), `ĠĠ`=(6,6) (empty), `y`.
+        let text = "x \n\n  y";
+        let offs = [(0, 1), (2, 4), (6, 6), (6, 7)];
+        let got = spans_of(text, &offs, &[b"x", b" \n\n", b"  ", b"y"]);
+        assert_eq!(got, vec![(0, 1), (1, 4), (4, 6), (6, 7)]);
+    }
+
+    #[test]
+    fn dropped_control_character_shifts_no_token() {
+        // t5-small on "\x08Lll,d": offsets one character early after the dropped `\x08`.
+        let text = "\x08Lll,d";
+        let offs = [(0, 1), (1, 3), (3, 4), (4, 5)];
+        let got = spans_of(text, &offs, &[b" L", b"ll", b",", b"d"]);
+        assert_eq!(got, vec![(1, 2), (2, 4), (4, 5), (5, 6)]);
+    }
+
+    #[test]
+    fn normalized_token_spans_to_the_next_token() {
+        // Qwen NFC on "e\u{301} x": `é` reported on the "e" only, then `Ġx`.
+        let text = "e\u{301} x";
+        let p = place_tokens(text, &[(0, 1), (3, 5)], &[false, false], |i| {
+            Some(["é".as_bytes(), b" x"][i])
+        });
+        assert_eq!(p.spans, vec![Span::new(0, 3), Span::new(3, 5)]);
+        assert!(p.unpairable.is_empty());
+        // Lowercasing: "Héllo" -> `hello`, the character range (and no more).
+        let got = spans_of("Héllo", &[(0, 6)], &[b"hello"]);
+        assert_eq!(got, vec![(0, 6)]);
+    }
+
+    #[test]
+    fn tokens_sharing_a_normalized_character_are_unpairable() {
+        // NFD on "é!": `e`=(0,2), U+0301=(0,2), `!`=(2,3).
+        let p = place_tokens("é!", &[(0, 2), (0, 2), (2, 3)], &[false; 3], |i| {
+            Some([b"e".as_slice(), "\u{301}".as_bytes(), b"!"][i])
+        });
+        assert_eq!(
+            p.spans,
+            vec![Span::new(0, 2), Span::new(2, 2), Span::new(2, 3)]
+        );
+        assert_eq!(p.unpairable, vec![true, true, false]);
+    }
+
+    #[test]
+    fn a_normalizers_byte_piece_does_not_match_past_its_characters() {
+        // NFD + byte-level on "Ọ́" (U+1ECC U+0301): `O`, `CC`, `A3` (U+0323) all on "Ọ", then
+        // `CC 81` (U+0301). `CC` equals the text's next byte by chance.
+        let text = "\u{1ECC}\u{301}";
+        let offs = [(0, 3), (0, 3), (0, 3), (3, 5)];
+        let bytes: [&[u8]; 4] = [b"O", b"\xcc", b"\xa3", b"\xcc\x81"];
+        let p = place_tokens(text, &offs, &[false; 4], |i| Some(bytes[i]));
+        let got: Vec<_> = p.spans.iter().map(|s| (s.start(), s.end())).collect();
+        assert_eq!(got, vec![(0, 3), (3, 3), (3, 3), (3, 5)]);
+        assert_eq!(p.unpairable, vec![true, true, true, false]);
+    }
+
+    #[test]
+    fn a_long_run_of_droppable_characters_is_searched_only_so_far() {
+        // Found through its offsets; without them, not found (and so normalized text).
+        let text = format!("{}x", " ".repeat(10 * SKIP_LIMIT));
+        let n = text.len();
+        assert_eq!(spans_of(&text, &[(n - 1, n)], &[b"x"]), vec![(n - 1, n)]);
+        assert_eq!(spans_of(&text, &[(0, 0)], &[b"x"]), vec![(0, n)]);
+    }
+}
