@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -137,6 +139,29 @@ def test_turn_end_from_the_template_and_paired(teacher_tok, student_chat_tok, st
     assert forced.end_ids(True) == forced.end_ids(False) == (eos_t, eos_s)
 
 
+def test_vocab_map_pairs_the_turn_ends(teacher_tok, student_chat_tok):
+    from dskd_align.torch import VocabMap
+
+    # A student template that ends assistant turns with its EOS (Llama-2 style).
+    student = copy.deepcopy(student_chat_tok)
+    student.chat_template = (
+        "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}"
+        "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}\n{% endfor %}"
+        "{% if add_generation_prompt %}[assistant]{% endif %}"
+    )
+    im_end, eos_s = teacher_tok.convert_tokens_to_ids("<|im_end|>"), student.eos_token_id
+    assert turn_end_token_id(student) == eos_s
+    c = DSKDCollator(teacher_tok, student)
+    assert c.end_ids(True) == (im_end, eos_s)
+    m = VocabMap(teacher_tok, student)
+    pairs = set(zip(m.overlap_teacher_ids.tolist(), m.overlap_student_ids.tolist(), strict=True))
+    assert (im_end, eos_s) in pairs and m.t2s[im_end] == eos_s
+    # The role pair then finds the student's EOS taken: <|endoftext|> maps to it, outside O.
+    assert m.t2s[teacher_tok.eos_token_id] == eos_s and m.s2t[eos_s] == im_end
+    off = VocabMap(teacher_tok, student, match_turn_ends=False)
+    assert off.t2s[im_end] == -1 and off.s2t[eos_s] == teacher_tok.eos_token_id
+
+
 def test_template_that_fails_on_the_probe_falls_back(teacher_tok):
     class Broken:
         chat_template = "{{ raise_exception('no') }}"
@@ -168,8 +193,10 @@ def test_real_chat_pair_ends_and_vocab_pairs(real_tok):
     c = DSKDCollator(q, ll, max_length=64)
     eot = ll.convert_tokens_to_ids("<|eot_id|>")
     assert c.end_ids(True) == (q.convert_tokens_to_ids("<|im_end|>"), eot)
-    m = VocabMap(q, ll, special_pairs=c.special_pairs)
-    assert m.t2s[q.convert_tokens_to_ids("<|im_end|>")] == eot
+    im_end = q.convert_tokens_to_ids("<|im_end|>")
+    for m in (VocabMap(q, ll, special_pairs=c.special_pairs), VocabMap(q, ll)):
+        assert m.t2s[im_end] == eot and m.s2t[eot] == im_end  # found without being told
+    assert VocabMap(q, ll, match_turn_ends=False).t2s[im_end] == ll.eos_token_id
     batch = c([{"messages": [*USER, ANSWER]}])
     last = int(batch.student_attention_mask[0].sum()) - 1
     assert batch.student_labels[0, last] == eot

@@ -83,8 +83,11 @@ def test_same_tokenizer_names_match_specials(teacher_tok):
     assert torch.equal(m.t2s, ids) and torch.equal(m.s2t, ids)
     assert m.num_overlap == len(teacher_tok)
     assert specials <= set(m.overlap_teacher_ids.tolist())
-    strict = VocabMap(teacher_tok, teacher_tok, match_special_names=False)
-    assert strict.t2s[teacher_tok.convert_tokens_to_ids("<|im_end|>")] == -1
+    im_end = teacher_tok.convert_tokens_to_ids("<|im_end|>")
+    strict = VocabMap(teacher_tok, teacher_tok, match_special_names=False, match_turn_ends=False)
+    assert strict.t2s[im_end] == -1
+    # <|im_end|> is the template's turn end: paired by that rule even without name matching.
+    assert VocabMap(teacher_tok, teacher_tok, match_special_names=False).t2s[im_end] == im_end
 
 
 def test_model_rows_beyond_tokenizer_and_fewer_rows(teacher_tok, student_tok):

@@ -23,7 +23,11 @@ Choices recorded here:
   GPT-2's control token). BOS, EOS and PAD are mapped by role, EOS first (it is the one special
   that is a prediction target), then BOS, then PAD; a role pair enters O only when neither id is
   mapped yet (GPT-2's single ``<|endoftext|>`` is both its BOS and EOS: it pairs with Llama-2's
-  ``</s>``, and ``s2t[<s>]`` still points at it). With ``match_special_names`` (default) the
+  ``</s>``, and ``s2t[<s>]`` still points at it). Before the roles come the caller's
+  ``special_pairs`` and then, with ``match_turn_ends`` (default), the two chat templates'
+  turn-end tokens (``render.turn_end_token_id``: Qwen's ``<|im_end|>`` with Llama-3's
+  ``<|eot_id|>``), the pair the collator ends templated rows with, so the map and the batches
+  agree without the caller passing it. With ``match_special_names`` (default) the
   remaining special tokens whose strings are equal on both sides pair too (``<|im_start|>`` of
   Qwen2.5 and Qwen3), again only when both are free.
 - **Model vocabularies larger than the tokenizer** (Qwen2.5 embeds 152064 rows for 151665 ids):
@@ -50,6 +54,7 @@ import torch
 
 from dskd_align import CoreTokenizer, load_core
 from dskd_align.tokenizers import tokenizer_json
+from dskd_align.torch.render import turn_end_token_id
 
 __all__ = ["VocabMap", "check_vocab_sizes", "head_rows", "raw_string_overlap", "role_ids"]
 
@@ -172,7 +177,8 @@ class VocabMap:
     tokenizer's table size. ``teacher_tok``/``student_tok``: a transformers fast tokenizer, a
     ``tokenizers.Tokenizer``, or a path to a tokenizer.json (or its folder). ``special_pairs``:
     (teacher id, student id) pairs linked before the roles, where both ids are still unmapped
-    (say, two chat turn-end tokens).
+    (``collator.special_pairs``); ``match_turn_ends``: link the chat templates' turn-end tokens
+    next (module notes).
     """
 
     t2s: torch.Tensor
@@ -190,6 +196,7 @@ class VocabMap:
         *,
         special_pairs: Sequence[tuple[int, int]] = (),
         match_special_names: bool = True,
+        match_turn_ends: bool = True,
     ) -> None:
         t = _side(teacher_tok, teacher_vocab_size)
         s = _side(student_tok, student_vocab_size)
@@ -217,6 +224,10 @@ class VocabMap:
             if not (0 <= i < t.size and 0 <= j < s.size):
                 raise ValueError(f"special_pairs: ({i}, {j}) outside the vocabularies")
             link(int(i), int(j))
+        if match_turn_ends:
+            te, se = turn_end_token_id(teacher_tok), turn_end_token_id(student_tok)
+            if te is not None and se is not None and te < t.size and se < s.size:
+                link(te, se)
         rt, rs = role_ids(teacher_tok), role_ids(student_tok)
         for role in _ROLES:
             ri, rj = rt.get(role), rs.get(role)
