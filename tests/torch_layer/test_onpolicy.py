@@ -80,6 +80,7 @@ def test_chat_rows_end_with_each_sides_turn_end(teacher_tok, student_chat_tok, p
     assert c.end_ids(True) == (student_chat_tok.eos_token_id, im_end)
     assert c.end_ids(False) == (student_chat_tok.eos_token_id, teacher_tok.eos_token_id)
     _same_as_collator(teacher_tok, student_chat_tok, ROWS, padding_side, 24, True)
+    assert OnPolicyBatcher(c).stop_token_ids == [im_end, teacher_tok.eos_token_id]
 
 
 def test_decode_is_exact_with_dummy_prefix(teacher_tok, student_tok):

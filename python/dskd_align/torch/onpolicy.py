@@ -92,6 +92,14 @@ class OnPolicyBatcher:
             self._prefix = bool(ids) and (self._core.token_bytes(ids[0]) or b"").startswith(b" ")
         return self._core
 
+    @property
+    def stop_token_ids(self) -> list[int]:
+        """The student's end tokens (templated rows' turn end, plain rows' EOS, its EOS), for
+        ``model.generate(eos_token_id=...)``: a chat student must stop at its turn end."""
+        c = self.collator
+        ids = [c.end_ids(True)[1], c.end_ids(False)[1], c.student_tokenizer.eos_token_id]
+        return list(dict.fromkeys(int(i) for i in ids if i is not None))
+
     def generation_inputs(self, rows: Sequence[Any]) -> dict[str, torch.Tensor]:
         """Left-padded student prompts for ``model.generate``: ``input_ids``, ``attention_mask``
         ``[B, L_prompt]`` long."""
