@@ -1,6 +1,6 @@
 """Data path numbers: what ``tokenize_jointly`` does to coverage, and precompute throughput.
 
-    .venv/bin/python benches/data_path.py [--rows 1000] [--out benches/results/data_path.md]
+    .venv/bin/python benches/data_path.py [--rows 1000] [--only coverage|rendering|throughput]
 
 1. **Coverage, responses tokenized apart vs with the prompt** (``tokenize_jointly``), pooled over
    the rows: emitted pairs / supervised student tokens (the end pair included, no truncation),
@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_data import CORPORA, TOKENIZERS, _jsonl  # noqa: E402
 
 from dskd_align.torch import DSKDCollator, precompute_alignments  # noqa: E402
+from dskd_align.torch.assemble import assemble  # noqa: E402
 from dskd_align.torch.precompute import precompute_dataset  # noqa: E402
 
 PLAIN_PAIRS = [("qwen2.5", "llama2"), ("llama3", "mistral-7b-v0.3"), ("gpt2", "gemma3")]
@@ -97,6 +98,36 @@ def coverage_table(corpora: dict[str, list[dict]]) -> list[str]:
     return out
 
 
+def rendering_table(corpora: dict[str, list[dict]]) -> list[str]:
+    """Plain rows: the old rendering (the teacher's template, the student plain: what the
+    collator did before) vs both plain (the default now), qwen2.5 -> llama2."""
+    t, s = tok("qwen2.5"), tok("llama2")
+    out = [
+        "| corpus | max_length | teacher templated, student plain (old) | both plain (now) |",
+        "|---|---:|---:|---:|",
+    ]
+    for corpus, data in corpora.items():
+        for max_length in (64, 256):
+            c = DSKDCollator(t, s, max_length=max_length)
+            cov = []
+            for old in (True, False):
+                pairs = sup = 0
+                for i in range(0, len(data), 32):
+                    tk = c.tokenize(data[i : i + 32])
+                    if old:
+                        prompts = [r["prompt"] for r in data[i : i + 32]]
+                        tk.teacher_prompts = c.renderers["teacher"].ids(
+                            prompts, [True] * len(prompts)
+                        )
+                    b = assemble(c.rows(tk), c.specs["teacher"], c.specs["student"])
+                    pairs += b.num_pairs
+                    sup += int(b.supervised_tokens.sum())
+                cov.append(pairs / max(sup, 1))
+            out.append(f"| {corpus} | {max_length} | {cov[0]:.4f} | {cov[1]:.4f} |")
+            print(out[-1], flush=True)
+    return out
+
+
 def throughput_table(corpora: dict[str, list[dict]]) -> list[str]:
     t, s = tok("qwen2.5"), tok("llama2")
     c = DSKDCollator(t, s, max_length=512)
@@ -153,15 +184,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1000, help="rows per corpus")
     ap.add_argument("--out", type=Path, default=Path("benches/results/data_path.md"))
-    ap.add_argument("--skip", choices=["coverage", "throughput"], default=None)
+    ap.add_argument("--only", choices=["coverage", "rendering", "throughput"], default=None)
     args = ap.parse_args()
     if not (CORPORA / "gsm8k").is_dir():
         sys.exit(f"corpora not found under {CORPORA}")
     corpora = rows(args.rows)
     lines = [f"# Data path ({args.rows} rows per corpus)", ""]
-    if args.skip != "coverage":
+    if args.only in (None, "coverage"):
         lines += ["## Coverage: response tokenized apart vs jointly", "", *coverage_table(corpora)]
-    if args.skip != "throughput":
+    if args.only in (None, "rendering"):
+        lines += ["", "## Plain rows: one-sided template vs plain on both sides", ""]
+        lines += rendering_table(corpora)
+    if args.only in (None, "throughput"):
         lines += [
             "",
             "## Precompute throughput (qwen2.5 -> llama2)",
