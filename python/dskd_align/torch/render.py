@@ -13,9 +13,11 @@
 
 Why plain rows stay plain by default: a template on one side only (the old behaviour: Qwen's
 system prompt for the teacher, plain text for a base student) gives the two models different
-contexts for the same response, and cut coverage from 0.77 to 0.40 at ``max_length`` 64
-(issue 8). Plain rows are what a base model (no template) reads, and a user who wants templates
-on plain rows says so (``True``), which then needs them on both sides.
+contexts for the same response, and the teacher's longer prompt truncates its response first:
+at ``max_length`` 64, qwen2.5 -> llama2 coverage was 0.37 on Dolly and 0.04 on GSM8K, against
+0.77 and 0.90 with both sides plain (BENCHMARKS.md, "Data path"). Plain rows are what a base
+model (no template) reads, and a user who wants templates on plain rows says so (``True``),
+which then needs them on both sides.
 
 Templated prompts use ``apply_chat_template(..., add_generation_prompt=True, tokenize=False)``,
 tokenized with ``add_special_tokens=False`` (templates write their own BOS). Plain prompts are
