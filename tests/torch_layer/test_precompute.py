@@ -146,3 +146,20 @@ def test_ray_map_batches(teacher_tok, student_chat_tok):
             _check(c, want, got)
     finally:
         ray.shutdown()
+
+
+def test_collator_pickles_as_one_blob(teacher_tok, student_chat_tok):
+    """``__reduce__`` hands pickle (and datasets' dill hasher) one bytes blob of the state; the
+    restored collator is bound to itself and collates the same batches."""
+    import pickle
+
+    c = DSKDCollator(teacher_tok, student_chat_tok, max_length=24, tokenize_jointly=True)
+    fn, (cls, blob) = c.__reduce__()
+    assert cls is DSKDCollator and isinstance(blob, bytes)
+    again = pickle.loads(pickle.dumps(c))
+    assert again.renderers["student"].policy.__self__ is again
+    for rows in (PLAIN, CHAT):
+        assert _equal(again(rows), c(rows)) == []
+    hasher = pytest.importorskip("datasets.fingerprint").Hasher
+    assert hasher.hash(c) == hasher.hash(c)
+    assert hasher.hash(c) != hasher.hash(DSKDCollator(teacher_tok, student_chat_tok))
