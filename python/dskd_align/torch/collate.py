@@ -65,7 +65,7 @@ def _same_tokenizer(a: Any, b: Any) -> bool:
     return a is b or tokenizer_json(a) == tokenizer_json(b)
 
 
-def _restore(cls: type, blob: bytes) -> Any:
+def _restore(cls: type[DSKDCollator], blob: bytes) -> DSKDCollator:
     """Unpickles a :class:`DSKDCollator` (see ``__reduce__``)."""
     obj = cls.__new__(cls)
     obj.__dict__.update(pickle.loads(blob))
