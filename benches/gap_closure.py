@@ -179,7 +179,7 @@ def summarize(res: dict[str, dict[str, dict]]) -> str:
             if not xs:
                 return ""
             sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-            return f"{statistics.fmean(xs):{f}} ± {sd:{f}}" if len(xs) > 1 else f"{xs[0]:{f}}"
+            return f"{statistics.fmean(xs):{f}} ± {sd:.{f[-2:]}}" if len(xs) > 1 else f"{xs[0]:{f}}"
 
         lines.append(f"| {n} | {ms(bpb, '.4f')} | {ms(gaps, '+.2f')} | {len(seeds)} |")
     return "\n".join(lines)
