@@ -9,9 +9,9 @@
 //!    `add_prefix_space`) stands for no bytes: `b` without it is tried at each place too. A
 //!    non-empty match must reach the token's reported start (an earlier copy of the same bytes,
 //!    wholly before the offsets, is not this token), and a match that cuts a character must
-//!    overlap the token's reported characters (byte-level pieces do; a normalizer's byte piece
-//!    can equal a text byte just past them by chance: NFD's U+0323 lead byte `CC` before a text
-//!    U+0301). This covers *trimmed offsets* (GPT-NeoX `ĠĊĊ` reported as
+//!    overlap the token's reported characters when found right at `pos` (byte-level pieces do; a
+//!    normalizer's byte piece can equal a text byte just past them by chance: NFD's U+0323 lead
+//!    byte `CC` before a text U+0301); after skipped characters the offsets lag and do not count. This covers *trimmed offsets* (GPT-NeoX `ĠĊĊ` reported as
 //!    "\n\n", a four-space token as empty: the match at `pos` covers the dropped space), byte
 //!    pieces of one character (each piece follows the previous one), and *offsets shifted by
 //!    dropped characters* (t5-small drops `\x08` and reports every later token one character
@@ -22,17 +22,21 @@
 //!    removed by accent stripping).
 //! 3. **Otherwise the bytes are not in the text** (a normalizer changed it: lowercasing, accent
 //!    stripping, NFC/NFD/NFKC, `[UNK]`, or no bytes known): the token stands for the original text
-//!    from `pos` to where the next token starts (its reported start, less whitespace just before
-//!    it, which a space-led neighbour or nobody owns), and at least to the end of its own offsets.
+//!    from `pos` to where the next token starts (where its own bytes are found after this token's
+//!    offsets, else its reported start; less whitespace just before it, which a space-led
+//!    neighbour or nobody owns), and at least to the end of its own offsets.
 //!    Qwen's NFC `é` for "e" + U+0301 reported on the "e" alone thus spans both code points and
 //!    never pairs with a plain `e` of the other side.
 //!
-//! **Unpairable tokens.** A token of case 3 whose character range overlaps its neighbour's (a
-//! normalizer made several tokens out of the same original characters: NFD "é" -> `e` + U+0301,
-//! NFKC "ﬁ" -> `f` + `i...`, byte pieces of a composed character) stands for no whole piece of the
-//! original text on its own: whichever of them got the characters' span would pair with the other
-//! side's token for the whole character and join different text. Such tokens are flagged
-//! unpairable: they take part in chunks (rule 5), never in pairs.
+//! **Unpairable tokens** take part in chunks (rule 5), never in pairs. Two kinds, both of case 3:
+//! - a token whose character range overlaps its neighbour's: a normalizer made several tokens out
+//!   of the same original characters (NFD "é" -> `e` + U+0301, NFKC "ﬁ" -> `f` + `i...`, byte
+//!   pieces of a composed character), so none of them stands for a whole piece of the original
+//!   text, and whichever got the characters' span would pair with the other side's token for the
+//!   whole character;
+//! - a token whose bytes spell something but whose span holds only droppable characters: its
+//!   offsets lag behind dropped text and nothing after it locates it (t5-small's `▁fi` for
+//!   "\x08ﬁ", reported on the `\x08`, before an `<unk>`); it does not stand for the `\x08`.
 //!
 //! Rejected: trusting the offsets (the issue-10 bugs); searching the token's bytes anywhere ahead
 //! (a normalized token's bytes can occur later in the text; and the search must stay bounded,
@@ -96,16 +100,22 @@ pub fn place_tokens<'b>(
                 Span::new(pos, pos)
             }
         } else {
-            match token_bytes(i).and_then(|b| find(text, pos, bs, be, b)) {
+            let own = token_bytes(i);
+            match own.and_then(|b| find(text, pos, bs, be, b)) {
                 Some(span) => span,
                 None => {
-                    if shares_characters(offsets, special, i) {
+                    let next = next_token(offsets, special, i);
+                    let next_bytes = next.and_then(&token_bytes);
+                    let end = normalized_end(text, offsets, next, next_bytes, i, pos);
+                    if shares_characters(offsets, special, i)
+                        || stands_for_dropped(text, pos, end, own)
+                    {
                         if unpairable.is_empty() {
                             unpairable.resize(offsets.len(), false);
                         }
                         unpairable[i] = true;
                     }
-                    Span::new(pos, normalized_end(text, offsets, special, i, pos))
+                    Span::new(pos, end)
                 }
             }
         };
@@ -136,11 +146,13 @@ fn find(text: &str, pos: usize, bs: usize, be: usize, b: &[u8]) -> Option<Span> 
         if let Some(end) = match_at(t, at, b) {
             // Reaching the reported start: not an earlier copy of the same bytes. (A lone
             // dummy-prefix space matches empty anywhere and may stay where it is.) A piece of a
-            // character must overlap its reported characters: byte-level and byte-fallback
-            // pieces always do, while a normalizer's piece (NFD's U+0323 lead byte) can equal a
-            // text byte just past them by chance.
+            // character found where the previous token ended must overlap its reported
+            // characters: byte-level and byte-fallback pieces always do, while a normalizer's
+            // piece (NFD's U+0323 lead byte) can equal a text byte just past them by chance.
+            // After dropped characters the offsets lag (falcon drops a `\x05` its vocabulary
+            // cannot spell and reports the next piece on it), so there they are no evidence.
             let whole = text.is_char_boundary(at) && text.is_char_boundary(end);
-            if (end >= bs || end == at) && (whole || at < be || bs == be) {
+            if (end >= bs || end == at) && (whole || at < be || bs == be || at > pos) {
                 return Some(Span::new(at, end));
             }
         }
@@ -167,17 +179,43 @@ fn next_token(offsets: &[(usize, usize)], special: &[bool], i: usize) -> Option<
     (i + 1..offsets.len()).find(|&k| !special[k] || offsets[k].0 < offsets[k].1)
 }
 
-/// Case 3: where a token whose bytes are not in the text ends.
+/// Case 3: where a token whose bytes are not in the text ends: where the next token's own bytes
+/// are found (searched from the end of this token's offsets over the next token's reported
+/// characters and droppable ones, at most [`SKIP_LIMIT`] bytes: the next token's offsets may lag,
+/// t5-small after a dropped `\x08`), else at the next token's reported start.
 fn normalized_end(
     text: &str,
     offsets: &[(usize, usize)],
-    special: &[bool],
+    next: Option<usize>,
+    next_bytes: Option<&[u8]>,
     i: usize,
     pos: usize,
 ) -> usize {
     let be = offsets[i].1;
-    let next = next_token(offsets, special, i).map_or(text.len(), |k| offsets[k].0);
     let floor = be.max(pos);
+    // The search passes only over the next token's reported characters (its offsets lag by
+    // what was dropped) and characters a normalizer may drop, so it cannot run into later text.
+    let found = next.zip(next_bytes).and_then(|(k, nb)| {
+        let (t, reach) = (text.as_bytes(), offsets[k].1);
+        let last = floor.saturating_add(SKIP_LIMIT).min(t.len());
+        let mut at = floor;
+        while at <= last {
+            if match_at(t, at, nb).is_some_and(|end| end > at) {
+                return Some(at);
+            }
+            match text.get(at..).and_then(|r| r.chars().next()) {
+                Some(c) if at < reach || droppable(c) => at += c.len_utf8(),
+                None if at < reach => at += 1,
+                _ => return None,
+            }
+        }
+        None
+    });
+    let next = match (found, next) {
+        (Some(at), _) => at,
+        (None, Some(k)) => offsets[k].0,
+        (None, None) => text.len(),
+    };
     // Whitespace just before the next token is not this token's. (`next` is a character
     // boundary; `floor` may not be, after a byte piece, so walk back from `next`.)
     let mut end = next;
@@ -188,6 +226,18 @@ fn normalized_end(
         }
     }
     end.max(floor)
+}
+
+/// Whether a token of case 3 with known bytes that are not only droppable characters got a span
+/// of droppable characters only (its offsets lag behind a dropped character and nothing after
+/// locates it: t5-small's `▁fi` for "\x08ﬁ" reported on the `\x08`). It cannot stand for them.
+fn stands_for_dropped(text: &str, pos: usize, end: usize, own: Option<&[u8]>) -> bool {
+    let spelled = own.is_some_and(|b| {
+        String::from_utf8_lossy(b)
+            .chars()
+            .any(|c| !droppable(c) && c != '\u{FFFD}')
+    });
+    spelled && text.get(pos..end).is_some_and(|s| s.chars().all(droppable))
 }
 
 /// Whether token `i`'s characters are shared with the previous or next text token (case 3's
@@ -298,6 +348,42 @@ mod tests {
         let got: Vec<_> = p.spans.iter().map(|s| (s.start(), s.end())).collect();
         assert_eq!(got, vec![(0, 3), (3, 3), (3, 3), (3, 5)]);
         assert_eq!(p.unpairable, vec![true, true, true, false]);
+    }
+
+    #[test]
+    fn a_byte_piece_after_a_dropped_character() {
+        // falcon on "\x05\u{80}": drops `\x05` (no vocabulary entry), `C2`=(0,1), `80`=(1,3).
+        let got = spans_of("\x05\u{80}", &[(0, 1), (1, 3)], &[b"\xc2", b"\x80"]);
+        assert_eq!(got, vec![(1, 2), (2, 3)]);
+    }
+
+    #[test]
+    fn unknown_token_before_lagging_offsets() {
+        // t5-small on "\x08<0x": `▁`=(0,1), `<unk>`=(0,1) for "<", `0`=(1,2), `x`=(2,3): the
+        // offsets lag one character behind the dropped `\x08`.
+        let offs = [(0, 1), (0, 1), (1, 2), (2, 3)];
+        let bytes = [Some(b" ".as_slice()), None, Some(b"0"), Some(b"x")];
+        let p = place_tokens("\x08<0x", &offs, &[false; 4], |i| bytes[i]);
+        let got: Vec<_> = p.spans.iter().map(|s| (s.start(), s.end())).collect();
+        assert_eq!(got, vec![(0, 0), (0, 2), (2, 3), (3, 4)]);
+    }
+
+    #[test]
+    fn the_next_tokens_bytes_are_not_searched_in_later_text() {
+        // Lowercasing + accent stripping on "ÀA la": `a`=(0,2), `a`=(2,3), `l`, `a`.
+        let offs = [(0, 2), (2, 3), (4, 5), (5, 6)];
+        let got = spans_of("ÀA la", &offs, &[b"a", b"a", b"l", b"a"]);
+        assert_eq!(got, vec![(0, 2), (2, 3), (4, 5), (5, 6)]);
+    }
+
+    #[test]
+    fn a_normalized_token_on_dropped_characters_only_is_unpairable() {
+        // t5-small on "\x08ﬁ\x00": `▁fi`=(0,1) (on the `\x08`), `<unk>`=(1,5).
+        let p = place_tokens("\x08ﬁ\x00", &[(0, 1), (1, 5)], &[false; 2], |i| {
+            [Some(b" fi".as_slice()), None][i]
+        });
+        assert_eq!(p.spans, vec![Span::new(0, 1), Span::new(1, 5)]);
+        assert_eq!(p.unpairable, vec![true, false]);
     }
 
     #[test]

@@ -144,7 +144,18 @@ def place(t: Text, side: Side) -> tuple[list[tuple[int, int]], list[bool]]:
                     for k in (prev_token(side.special, i), nxt)
                     if k is not None
                 )
-                span = (pos, normalized_end(t, hi, pos, byte_offsets, nxt))
+                nb = None if nxt is None or side.token_bytes is None else side.token_bytes[nxt]
+                span = (pos, normalized_end(t, hi, pos, byte_offsets, nxt, nb))
+                # bytes that spell something, on a span of droppable characters only: lagging
+                # offsets left it on dropped text, which it does not stand for
+                spelled = own is not None and any(
+                    not droppable(c) and c != "\ufffd" for c in own.decode("utf-8", "replace")
+                )
+                try:
+                    dropped_only = all(map(droppable, t.raw[span[0] : span[1]].decode("utf-8")))
+                except UnicodeDecodeError:
+                    dropped_only = False
+                unpairable[i] = unpairable[i] or (spelled and dropped_only)
         spans.append(span)
         pos = span[1]
     return spans, unpairable
@@ -162,10 +173,25 @@ def prev_token(special, i: int) -> int | None:
     return next((k for k in range(i - 1, -1, -1) if not special[k]), None)
 
 
-def normalized_end(t: Text, hi: int, pos: int, byte_offsets, nxt: int | None) -> int:
-    """To where the next token starts (less whitespace just before it), at least to ``hi``."""
+def normalized_end(t: Text, hi: int, pos: int, byte_offsets, nxt: int | None, nb) -> int:
+    """To where the next token starts (less whitespace just before it), at least to ``hi``:
+    where its own bytes ``nb`` are found from ``max(hi, pos)`` on, passing only over its reported
+    characters and droppable ones (at most SKIP_LIMIT bytes), else its reported start."""
     floor = max(hi, pos)
     end = len(t.raw) if nxt is None else byte_offsets[nxt][0]
+    if nxt is not None and nb is not None:
+        at, reach = floor, byte_offsets[nxt][1]
+        while at <= min(floor + SKIP_LIMIT, len(t.raw)):
+            m = match_at(t, at, nb)
+            if m is not None and m > at:
+                end = at
+                break
+            if at in t.starting_at and (at < reach or droppable(t.starting_at[at][1])):
+                at = t.starting_at[at][0]
+            elif at not in t.starting_at and at < reach:
+                at += 1
+            else:
+                break
     while end > floor and end in t.ending_at:
         begin, ch = t.ending_at[end]
         if ch not in WHITE_SPACE or begin < floor:
@@ -192,7 +218,7 @@ def find(t: Text, pos: int, lo: int, hi: int, own: bytes) -> tuple[int, int] | N
         # a match cutting a character must overlap the token's reported characters
         if end is not None and (end >= lo or end == at):
             whole = at in t.boundaries and end in t.boundaries
-            if whole or at < hi or lo == hi:
+            if whole or at < hi or lo == hi or at > pos:  # offsets lag after dropped text
                 return (at, end)
         if at not in t.starting_at or at >= pos + SKIP_LIMIT:
             break

@@ -296,6 +296,19 @@ def test_issue_nfc_and_dropped_control_character():
     assert t5.wrong_pairs == 0 and t5.pairs >= 4
 
 
+def test_fuzz_regressions():
+    """Found by tests/test_oracle_fuzz.py: falcon drops a `\\x05` its vocabulary cannot spell and
+    reports the next byte piece on it (it paired with the other side's `\\x05`); t5-small's
+    `<unk>` before offsets shifted by a dropped control character (4 wrong pairs)."""
+    require_real("falcon", "gpt2", "t5-small")
+    c = oracle_counts("falcon", "\x05\x80")
+    assert c.wrong_pairs == 0 and c.pairs >= 1
+    # t5-small on "\\x08<0x0A>": `<unk>` for "<" reported on the dropped `\\x08`, every later
+    # token one character early; the unknown token runs to where `0`'s own bytes are
+    c = oracle_counts("t5-small", "\x08<0x0A>")
+    assert c.wrong_pairs == 0 and c.pairs >= 4
+
+
 def test_whitespace_tokens_of_different_lengths_are_a_chunk_not_a_pair():
     """Rule 5 as the core states it (walk.rs): 5 spaces + ` C` against 6 spaces + `C` is a 1x1
     chunk of the two whitespace tokens (different text: no pair), then the pair `C`/`C`."""
