@@ -195,8 +195,11 @@ fn normalized_end(
     let floor = be.max(pos);
     // The search passes only over the next token's reported characters (its offsets lag by
     // what was dropped) and characters a normalizer may drop, so it cannot run into later text.
+    // (By as much again as this token's own offsets lag behind `pos`: after several dropped
+    // characters, t5-small reports every token that many characters early.)
+    let lag = pos.saturating_sub(offsets[i].0);
     let found = next.zip(next_bytes).and_then(|(k, nb)| {
-        let (t, reach) = (text.as_bytes(), offsets[k].1);
+        let (t, reach) = (text.as_bytes(), offsets[k].1.saturating_add(lag));
         let last = floor.saturating_add(SKIP_LIMIT).min(t.len());
         let mut at = floor;
         while at <= last {
@@ -384,6 +387,23 @@ mod tests {
         });
         assert_eq!(p.spans, vec![Span::new(0, 1), Span::new(1, 5)]);
         assert_eq!(p.unpairable, vec![true, false]);
+    }
+
+    #[test]
+    fn offsets_lagging_by_two_dropped_characters() {
+        // t5-small on "\x08\x08Ünïc" (byte offsets): every token two characters early, the
+        // `<unk>` for "ï" included.
+        let text = "\x08\x08Ün\u{ef}c";
+        let offs = [(0, 2), (2, 3), (3, 5), (5, 6)];
+        let bytes = [
+            Some("Ü".as_bytes()),
+            Some(b"n".as_slice()),
+            None,
+            Some(b"c"),
+        ];
+        let p = place_tokens(text, &offs, &[false; 4], |i| bytes[i]);
+        let got: Vec<_> = p.spans.iter().map(|s| (s.start(), s.end())).collect();
+        assert_eq!(got, vec![(2, 4), (4, 5), (5, 7), (7, 8)]);
     }
 
     #[test]

@@ -145,7 +145,7 @@ def place(t: Text, side: Side) -> tuple[list[tuple[int, int]], list[bool]]:
                     if k is not None
                 )
                 nb = None if nxt is None or side.token_bytes is None else side.token_bytes[nxt]
-                span = (pos, normalized_end(t, hi, pos, byte_offsets, nxt, nb))
+                span = (pos, normalized_end(t, lo, hi, pos, byte_offsets, nxt, nb))
                 # bytes that spell something, on a span of droppable characters only: lagging
                 # offsets left it on dropped text, which it does not stand for
                 spelled = own is not None and any(
@@ -173,14 +173,15 @@ def prev_token(special, i: int) -> int | None:
     return next((k for k in range(i - 1, -1, -1) if not special[k]), None)
 
 
-def normalized_end(t: Text, hi: int, pos: int, byte_offsets, nxt: int | None, nb) -> int:
+def normalized_end(t: Text, lo: int, hi: int, pos: int, byte_offsets, nxt, nb) -> int:
     """To where the next token starts (less whitespace just before it), at least to ``hi``:
     where its own bytes ``nb`` are found from ``max(hi, pos)`` on, passing only over its reported
     characters and droppable ones (at most SKIP_LIMIT bytes), else its reported start."""
     floor = max(hi, pos)
     end = len(t.raw) if nxt is None else byte_offsets[nxt][0]
     if nxt is not None and nb is not None:
-        at, reach = floor, byte_offsets[nxt][1]
+        # (by as much again as this token's own offsets lag behind pos)
+        at, reach = floor, byte_offsets[nxt][1] + max(0, pos - lo)
         while at <= min(floor + SKIP_LIMIT, len(t.raw)):
             m = match_at(t, at, nb)
             if m is not None and m > at:

@@ -307,6 +307,11 @@ def test_fuzz_regressions():
     # token one character early; the unknown token runs to where `0`'s own bytes are
     c = oracle_counts("t5-small", "\x08<0x0A>")
     assert c.wrong_pairs == 0 and c.pairs >= 4
+    # two dropped characters: every token two characters early (t5-small against itself)
+    (t5, norm) = side("t5-small")
+    text = "\x08\x08Ünïcödé"
+    c = check(text, dskd_align.Aligner(t5, t5)(text), t5, t5, norm, norm)
+    assert c.wrong_pairs == 0 and c.pairs >= 5
 
 
 def test_whitespace_tokens_of_different_lengths_are_a_chunk_not_a_pair():
