@@ -246,8 +246,11 @@ hard_texts = st.tuples(
     st.sampled_from(FORMS),
 ).map(lambda p: p[0] if p[1] == "raw" else unicodedata.normalize(p[1], p[0]))
 
+# Derandomized: the suite checks a fixed sample (CI stays reproducible); the random search is the
+# fuzz target's job (test_oracle_fuzz.py).
 SETTINGS = settings(
     max_examples=25,
+    derandomize=True,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -312,6 +315,17 @@ def test_fuzz_regressions():
     text = "\x08\x08Ünïcödé"
     c = check(text, dskd_align.Aligner(t5, t5)(text), t5, t5, norm, norm)
     assert c.wrong_pairs == 0 and c.pairs >= 5
+
+
+@pytest.mark.xfail(strict=True, reason="open: t5-small <unk> + NFKC `²` after a dropped \\x08")
+def test_fuzz_open_t5_unknown_and_nfkc_after_dropped_control():
+    """Found by tests/test_oracle_fuzz.py at the deadline, not fixed: t5-small against itself on
+    "\\x08{²" gives its `2` (NFKC of `²`) the span "{²" (the `<unk>` for "{" is left on the
+    dropped `\\x08`), so the pair `2`/`2` joins "{²" (the same token on both sides)."""
+    require_real("t5-small")
+    (t5, norm) = side("t5-small")
+    text = "\x08{²"
+    assert check(text, dskd_align.Aligner(t5, t5)(text), t5, t5, norm, norm).wrong_pairs == 0
 
 
 def test_whitespace_tokens_of_different_lengths_are_a_chunk_not_a_pair():
