@@ -21,6 +21,7 @@ Defaults that differ from ``TrainingArguments``/``GKDConfig``, and why:
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -112,6 +113,12 @@ class DSKDConfig(TrainingArguments):
                 raise ValueError(
                     f"loss_kwargs is not valid JSON ({e}): {self.loss_kwargs!r}"
                 ) from None
+        cfg = self.fsdp_config
+        if self.fsdp and isinstance(cfg, dict) and int(cfg.get("version", 1)) == 2:
+            # transformers 4.x does not pass fsdp_config["version"] to accelerate, which then
+            # builds an FSDP1 plugin (refused on the CPU with sync_module_states); accelerate
+            # reads the version from this variable in both major versions.
+            os.environ.setdefault("FSDP_VERSION", "2")
         super().__post_init__()
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
