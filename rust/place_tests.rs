@@ -1,0 +1,187 @@
+//! Unit tests of `place.rs` (rule 1), kept apart so each file stays short.
+
+use super::*;
+use crate::span::char_to_byte;
+
+fn spans_of(text: &str, offs: &[(usize, usize)], bytes: &[&[u8]]) -> Vec<(usize, usize)> {
+    place_tokens(text, offs, &vec![false; offs.len()], |i| Some(bytes[i]))
+        .spans
+        .iter()
+        .map(|s| (s.start(), s.end()))
+        .collect()
+}
+
+#[test]
+fn gpt2_cyrillic_byte_pieces() {
+    // GPT-2 on "Привет мир": `ĠÐ`=(6,8) and `¼`=(7,8) in characters.
+    let text = "Привет мир";
+    let c2b = char_to_byte(text);
+    let offs = [(c2b[6], c2b[8]), (c2b[7], c2b[8])];
+    let got = spans_of(text, &offs, &[&[0x20, 0xD0], &[0xBC]]);
+    assert_eq!(got, vec![(12, 14), (14, 15)]);
+}
+
+#[test]
+fn dummy_prefix_stands_for_nothing() {
+    let got = spans_of("日", &[(0, 3), (0, 3)], &[b" ", "日".as_bytes()]);
+    assert_eq!(got, vec![(0, 0), (0, 3)]);
+    // RoBERTa-style prefix space after an in-text special: `Ġ`=(4,4) before `x`=(3,4).
+    let p = place_tokens(
+        "<s>x",
+        &[(0, 3), (4, 4), (3, 4)],
+        &[true, false, false],
+        |i| Some([b"<s>".as_slice(), b" ", b"x"][i]),
+    );
+    assert_eq!(
+        p.spans,
+        vec![Span::new(0, 3), Span::new(3, 3), Span::new(3, 4)]
+    );
+}
+
+#[test]
+fn trimmed_offsets_follow_the_bytes() {
+    // GPT-NeoX on "x \n\n  y": `x`, `ĠĊĊ`=(2,4) (trimmed), `ĠĠ`=(6,6) (empty), `y`.
+    let text = "x \n\n  y";
+    let offs = [(0, 1), (2, 4), (6, 6), (6, 7)];
+    let got = spans_of(text, &offs, &[b"x", b" \n\n", b"  ", b"y"]);
+    assert_eq!(got, vec![(0, 1), (1, 4), (4, 6), (6, 7)]);
+}
+
+#[test]
+fn dropped_control_character_shifts_no_token() {
+    // t5-small on "\x08Lll,d": offsets one character early after the dropped `\x08`.
+    let text = "\x08Lll,d";
+    let offs = [(0, 1), (1, 3), (3, 4), (4, 5)];
+    let got = spans_of(text, &offs, &[b" L", b"ll", b",", b"d"]);
+    assert_eq!(got, vec![(1, 2), (2, 4), (4, 5), (5, 6)]);
+}
+
+#[test]
+fn normalized_token_spans_to_the_next_token() {
+    // Qwen NFC on "e\u{301} x": `é` reported on the "e" only, then `Ġx`.
+    let text = "e\u{301} x";
+    let p = place_tokens(text, &[(0, 1), (3, 5)], &[false, false], |i| {
+        Some(["é".as_bytes(), b" x"][i])
+    });
+    assert_eq!(p.spans, vec![Span::new(0, 3), Span::new(3, 5)]);
+    assert!(p.unpairable.is_empty());
+    // Lowercasing: "Héllo" -> `hello`, the character range (and no more).
+    let got = spans_of("Héllo", &[(0, 6)], &[b"hello"]);
+    assert_eq!(got, vec![(0, 6)]);
+}
+
+#[test]
+fn tokens_sharing_a_normalized_character_are_unpairable() {
+    // NFD on "é!": `e`=(0,2), U+0301=(0,2), `!`=(2,3).
+    let p = place_tokens("é!", &[(0, 2), (0, 2), (2, 3)], &[false; 3], |i| {
+        Some([b"e".as_slice(), "\u{301}".as_bytes(), b"!"][i])
+    });
+    assert_eq!(
+        p.spans,
+        vec![Span::new(0, 2), Span::new(2, 2), Span::new(2, 3)]
+    );
+    assert_eq!(p.unpairable, vec![true, true, false]);
+}
+
+#[test]
+fn a_normalizers_byte_piece_does_not_match_past_its_characters() {
+    // NFD + byte-level on "Ọ́" (U+1ECC U+0301): `O`, `CC`, `A3` (U+0323) all on "Ọ", then
+    // `CC 81` (U+0301). `CC` equals the text's next byte by chance.
+    let text = "\u{1ECC}\u{301}";
+    let offs = [(0, 3), (0, 3), (0, 3), (3, 5)];
+    let bytes: [&[u8]; 4] = [b"O", b"\xcc", b"\xa3", b"\xcc\x81"];
+    let p = place_tokens(text, &offs, &[false; 4], |i| Some(bytes[i]));
+    let got: Vec<_> = p.spans.iter().map(|s| (s.start(), s.end())).collect();
+    assert_eq!(got, vec![(0, 3), (3, 3), (3, 3), (3, 5)]);
+    assert_eq!(p.unpairable, vec![true, true, true, false]);
+}
+
+#[test]
+fn a_byte_piece_after_a_dropped_character() {
+    // falcon on "\x05\u{80}": drops `\x05` (no vocabulary entry), `C2`=(0,1), `80`=(1,3).
+    let got = spans_of("\x05\u{80}", &[(0, 1), (1, 3)], &[b"\xc2", b"\x80"]);
+    assert_eq!(got, vec![(1, 2), (2, 3)]);
+}
+
+#[test]
+fn unknown_token_before_lagging_offsets() {
+    // t5-small on "\x08<0x": `▁`=(0,1), `<unk>`=(0,1) for "<", `0`=(1,2), `x`=(2,3): the
+    // offsets lag one character behind the dropped `\x08`.
+    let offs = [(0, 1), (0, 1), (1, 2), (2, 3)];
+    let bytes = [Some(b" ".as_slice()), None, Some(b"0"), Some(b"x")];
+    let p = place_tokens("\x08<0x", &offs, &[false; 4], |i| bytes[i]);
+    let got: Vec<_> = p.spans.iter().map(|s| (s.start(), s.end())).collect();
+    assert_eq!(got, vec![(0, 0), (0, 2), (2, 3), (3, 4)]);
+}
+
+#[test]
+fn the_next_tokens_bytes_are_not_searched_in_later_text() {
+    // Lowercasing + accent stripping on "ÀA la": `a`=(0,2), `a`=(2,3), `l`, `a`.
+    let offs = [(0, 2), (2, 3), (4, 5), (5, 6)];
+    let got = spans_of("ÀA la", &offs, &[b"a", b"a", b"l", b"a"]);
+    assert_eq!(got, vec![(0, 2), (2, 3), (4, 5), (5, 6)]);
+}
+
+#[test]
+fn a_normalized_token_reported_on_a_dropped_character() {
+    // t5-small on "\x08ﬁ\x00": `▁fi`=(0,1) (on the `\x08`), `<unk>`=(1,5): the offsets lag one
+    // character, so `▁fi` runs over the `\x08` to where the `<unk>` is, one character on.
+    let p = place_tokens("\x08ﬁ\x00", &[(0, 1), (1, 5)], &[false; 2], |i| {
+        [Some(b" fi".as_slice()), None][i]
+    });
+    assert_eq!(p.spans, vec![Span::new(0, 4), Span::new(4, 5)]);
+    assert!(p.unpairable.is_empty());
+    // Where the next token's own bytes say the token ends on the `\x08`, it is left there and
+    // may not pair: it does not stand for a dropped character.
+    let p = place_tokens("\x08x", &[(0, 1), (1, 2)], &[false; 2], |i| {
+        Some([b" fi".as_slice(), b"x"][i])
+    });
+    assert_eq!(p.spans, vec![Span::new(0, 1), Span::new(1, 2)]);
+    assert_eq!(p.unpairable, vec![true, false]);
+}
+
+#[test]
+fn unknown_then_normalized_token_after_dropped_characters() {
+    // t5-small on "\x08{²": `▁`=(0,1), `<unk>`=(0,1) for "{", `2`=(1,2) for "²" (NFKC): no
+    // token's bytes are in the text, and the `<unk>` reported on the dropped `\x08` must not
+    // leave "{" to the `2`.
+    let bytes = [Some(b" ".as_slice()), None, Some(b"2")];
+    let p = place_tokens("\x08{²", &[(0, 1), (0, 1), (1, 2)], &[false; 3], |i| {
+        bytes[i]
+    });
+    let got: Vec<_> = p.spans.iter().map(|s| (s.start(), s.end())).collect();
+    assert_eq!(got, vec![(0, 0), (0, 2), (2, 4)]);
+    // Two dropped characters, then `23` for "²³" and `x`: the lag carries on to the next token.
+    let text = "\x08\x08{²³x";
+    let offs = [(0, 1), (0, 1), (1, 3), (3, 4)];
+    let bytes = [Some(b" ".as_slice()), None, Some(b"23"), Some(b"x")];
+    let p = place_tokens(text, &offs, &[false; 4], |i| bytes[i]);
+    let got: Vec<_> = p.spans.iter().map(|s| (s.start(), s.end())).collect();
+    assert_eq!(got, vec![(0, 0), (0, 3), (3, 7), (7, 8)]);
+}
+
+#[test]
+fn offsets_lagging_by_two_dropped_characters() {
+    // t5-small on "\x08\x08Ünïc" (byte offsets): every token two characters early, the
+    // `<unk>` for "ï" included.
+    let text = "\x08\x08Ün\u{ef}c";
+    let offs = [(0, 2), (2, 3), (3, 5), (5, 6)];
+    let bytes = [
+        Some("Ü".as_bytes()),
+        Some(b"n".as_slice()),
+        None,
+        Some(b"c"),
+    ];
+    let p = place_tokens(text, &offs, &[false; 4], |i| bytes[i]);
+    let got: Vec<_> = p.spans.iter().map(|s| (s.start(), s.end())).collect();
+    assert_eq!(got, vec![(2, 4), (4, 5), (5, 7), (7, 8)]);
+}
+
+#[test]
+fn a_long_run_of_droppable_characters_is_searched_only_so_far() {
+    // Found through its offsets; without them, not found (and so normalized text).
+    let text = format!("{}x", " ".repeat(10 * SKIP_LIMIT));
+    let n = text.len();
+    assert_eq!(spans_of(&text, &[(n - 1, n)], &[b"x"]), vec![(n - 1, n)]);
+    assert_eq!(spans_of(&text, &[(0, 0)], &[b"x"]), vec![(0, n)]);
+}
