@@ -250,19 +250,22 @@ fn normalized_end(
 /// How many characters the offsets of token `i` (case 3, not sharing characters) lag behind the
 /// text: t5-small drops a `\x08` and reports every later token that many characters early. Two
 /// signs: the token's reported start is before where the previous one ended (the lag so far), or
-/// its reported characters are droppable ones only while its bytes are unknown or spell
-/// something (an `<unk>` or `▁fi` does not stand for a `\x08`): then the droppable characters
-/// from there on are what was dropped. (A tokenizer that gives an `<unk>` for a kept `\x08` with
-/// right offsets is taken for one that dropped it; where the next token's bytes are found, they
-/// decide instead.) Lags past [`SKIP_LIMIT`] bytes count as none, keeping the work per token bounded.
+/// its reported characters start with a dropped one (droppable, not whitespace, which a
+/// tokenizer keeps as `▁`/`Ġ`) while its bytes are unknown or spell something that starts
+/// otherwise (an `<unk>` or `▁fi` does not stand for a `\x08`): then the droppable characters from
+/// there on are what was dropped ("\x08你好" with `<unk>` reported on "\x08你"). (A tokenizer
+/// that gives an `<unk>` for a kept `\x08` with right offsets is taken for one that dropped it;
+/// where the next token's bytes are found, they decide instead.) Lags past [`SKIP_LIMIT`] bytes
+/// count as none, keeping the work per token bounded.
 fn lag_chars(text: &str, (bs, be): (usize, usize), pos: usize, own: Option<&[u8]>) -> usize {
-    let reported = text.get(bs..be).unwrap_or("");
+    let dropped = |c: char| droppable(c) && !c.is_whitespace();
+    let first = text.get(bs..be).and_then(|r| r.chars().next());
     let mut q = pos;
-    if !reported.is_empty() && reported.chars().all(droppable) && own.is_none_or(spells) {
+    if first.is_some_and(dropped) && own.is_none_or(|b| spells(b) && !starts_dropped(b)) {
         q = bs.max(pos);
         let limit = q.saturating_add(SKIP_LIMIT);
         while let Some(c) = text.get(q..).and_then(|r| r.chars().next()) {
-            if !droppable(c) || q >= limit {
+            if !dropped(c) || q >= limit {
                 break;
             }
             q += c.len_utf8();
@@ -272,6 +275,15 @@ fn lag_chars(text: &str, (bs, be): (usize, usize), pos: usize, own: Option<&[u8]
         Some(s) if q - bs <= SKIP_LIMIT => s.chars().count(),
         _ => 0,
     }
+}
+
+/// Whether bytes (less a leading space) start with a droppable character.
+fn starts_dropped(b: &[u8]) -> bool {
+    let b = b.strip_prefix(b" ").unwrap_or(b);
+    String::from_utf8_lossy(b)
+        .chars()
+        .next()
+        .is_some_and(droppable)
 }
 
 /// `at` moved on by `n` characters (at most to the end of the text; `at` itself when it is not a

@@ -185,3 +185,22 @@ fn a_long_run_of_droppable_characters_is_searched_only_so_far() {
     assert_eq!(spans_of(&text, &[(n - 1, n)], &[b"x"]), vec![(n - 1, n)]);
     assert_eq!(spans_of(&text, &[(0, 0)], &[b"x"]), vec![(0, n)]);
 }
+
+#[test]
+fn unknown_token_reported_on_a_dropped_character_and_more() {
+    // t5-small on "\x08你好，世界" (chars): `▁`=(0,1), `<unk>`=(0,2) for "你好", `,`=(2,3) for
+    // "，" (NFKC), `<unk>`=(3,5) for "世界": one character early, from a reported range that
+    // starts on the dropped `\x08`.
+    let text = "\x08你好，世界";
+    let c2b = crate::span::char_to_byte(text);
+    let offs = [(0, 1), (0, 2), (2, 3), (3, 5)].map(|(a, b)| (c2b[a], c2b[b]));
+    let bytes = [Some(b" ".as_slice()), None, Some(b","), None];
+    let p = place_tokens(text, &offs, &[false; 4], |i| bytes[i]);
+    let got: Vec<_> = p.spans.iter().map(|s| (s.start(), s.end())).collect();
+    assert_eq!(got, vec![(0, 0), (0, 7), (7, 10), (10, 16)]);
+    // A token whose own bytes start with the format character it is reported on: no lag.
+    let text = "\u{200B}AB\u{C9}";
+    let offs = [(0, 5), (5, 7)];
+    let got = spans_of(text, &offs, &["\u{200B}ab".as_bytes(), "\u{E9}".as_bytes()]);
+    assert_eq!(got, vec![(0, 5), (5, 7)]);
+}
