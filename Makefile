@@ -24,7 +24,7 @@ demo: install
 # The whole test suite: Rust unit tests, then the Python suite (hypothesis, torch, CLI).
 test: install
 	cargo test --quiet
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -rs
 
 # The Python suite again with transformers v4 (4.57 and the tokenizers 0.22 it pins) in a second
 # environment: the adapters and the torch layer support both major versions.
@@ -34,7 +34,7 @@ test-compat:
 	$(COMPAT)/bin/pip install -q --upgrade pip
 	$(COMPAT)/bin/pip install -q -e ".[test]" "transformers>=4.45,<5"
 	$(COMPAT)/bin/python -c "import transformers as t, tokenizers as k; print('transformers', t.__version__, 'tokenizers', k.__version__)"
-	$(COMPAT)/bin/python -m pytest tests -q
+	$(COMPAT)/bin/python -m pytest tests -q -rs
 
 lint: install
 	cargo fmt --check

@@ -35,7 +35,14 @@ import torch
 
 from dskd_align.demo_data import make_batches, response_bytes, task_rows
 from dskd_align.demo_models import DemoSize, Tokenizers, pretrained_models, tokenizers
-from dskd_align.demo_train import ArmData, ArmResult, evaluate, teacher_hidden, train_arm
+from dskd_align.demo_train import (
+    ArmData,
+    ArmResult,
+    evaluate,
+    finish_arm,
+    teacher_hidden,
+    train_arm,
+)
 
 __all__ = ["ARMS", "DEFAULT_ARMS", "DemoSize", "run_demo"]
 
@@ -128,14 +135,7 @@ def _trainer_arm(
         trainer.remove_callback(PrinterCallback)
         trainer.train()
         res.train_loss = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    student.load_state_dict(best[0])
-    res.test_bpb = evaluate(student, data.test, data.test_bytes)
-    res.seconds = time.perf_counter() - t0
-    log(
-        f"  {name:<24} best val {res.val_bpb:.4f} at step {res.best_step:>4}, "
-        f"test {res.test_bpb:.4f} bits/byte ({res.seconds:.0f} s)"
-    )
-    return res
+    return finish_arm(res, student, best[0], data, t0, log)
 
 
 def run_seed(

@@ -139,8 +139,17 @@ def _key(size: DemoSize, seed: int, toks: Tokenizers) -> str:
     return h.hexdigest()[:16]
 
 
-def _pretrain(model: Any, batches: list[Any], side: str, steps: int, lr: float, seed: int) -> float:
-    """Next-token CE on one side of the batches; returns the last loss."""
+def _pretrain(
+    model: Any,
+    batches: list[Any],
+    side: str,
+    steps: int,
+    lr: float,
+    seed: int,
+    tick: Callable[[int, float], None] = lambda step, loss: None,
+) -> float:
+    """Next-token CE on one side of the batches; returns the last loss. ``tick(step, loss)``
+    every 100 steps, so a first run (minutes) shows it is moving."""
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / 20))
@@ -158,6 +167,8 @@ def _pretrain(model: Any, batches: list[Any], side: str, steps: int, lr: float, 
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
+        if (step + 1) % 100 == 0 and step + 1 < steps:
+            tick(step + 1, float(loss.detach()))
     model.eval()
     return float(loss.detach())
 
@@ -205,7 +216,12 @@ def pretrained_models(
             ("same", sb_same, "student", size.student_steps),
         )
         for name, batches, side, steps in jobs:
-            last = _pretrain(models[name], batches, side, steps, size.lr, seed)
+
+            def tick(step: int, loss: float, name: str = name, steps: int = steps) -> None:
+                t = time.perf_counter() - t0
+                log(f"  {name:<8} step {step}/{steps}, CE {loss:.3f} ({t:.0f} s)")
+
+            last = _pretrain(models[name], batches, side, steps, size.lr, seed, tick)
             log(f"  {name:<8} {steps} steps, last CE {last:.3f} ({time.perf_counter() - t0:.0f} s)")
         folder.mkdir(parents=True, exist_ok=True)
         for k, m in models.items():

@@ -117,11 +117,18 @@ def train_arm(
                 res.val_bpb, res.best_step = v, step
                 best_state = copy.deepcopy(student.state_dict())
     res.metrics = {k: float(v) for k, v in m.items()} if steps else {}
+    return finish_arm(res, student, best_state, data, t0, log)
+
+
+def finish_arm(
+    res: ArmResult, student: Any, best_state: dict, data: ArmData, t0: float, log: Callable
+) -> ArmResult:
+    """Back to the best validation step, score the test split, log one line (both backends)."""
     student.load_state_dict(best_state)
     res.test_bpb = evaluate(student, data.test, data.test_bytes)
     res.seconds = time.perf_counter() - t0
     log(
-        f"  {name:<14} best val {res.val_bpb:.4f} at step {res.best_step:>4}, "
+        f"  {res.name:<24} best val {res.val_bpb:.4f} at step {res.best_step:>4}, "
         f"test {res.test_bpb:.4f} bits/byte ({res.seconds:.0f} s)"
     )
     return res
