@@ -118,11 +118,12 @@ class DSKDBatch(Mapping[str, torch.Tensor]):
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> DSKDBatch:
         """A copy with every tensor on ``device``."""
-        return DSKDBatch({k: v.to(device, non_blocking=non_blocking) for k, v in self.items()})
+        # type(self): a subclass with more fields (ByteKDBatch) keeps them and its type.
+        return type(self)({k: v.to(device, non_blocking=non_blocking) for k, v in self.items()})
 
     def pin_memory(self) -> DSKDBatch:
         """Pinned copy (``DataLoader(pin_memory=True)`` calls this)."""
-        return DSKDBatch({k: v.pin_memory() for k, v in self.items()})
+        return type(self)({k: v.pin_memory() for k, v in self.items()})
 
     def side(self, name: str) -> dict[str, torch.Tensor]:
         """``{"input_ids", "attention_mask"}`` of ``name`` (``"teacher"``/``"student"``), ready

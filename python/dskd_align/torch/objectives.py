@@ -16,11 +16,14 @@ Names (``LOSS_NAMES``):
 - ``"exact_kd"``: KD at the exact pairs through the byte-canonical map (``exact_kd.py``).
 - ``"chunk_kd"``: chunk-level KD over the alignment's chunks (``chunk_kd.py``).
 - ``"exact_kd+chunk_kd"``: both parts; ``"dskd+exact_kd"``: DSKD's three terms plus exact_kd.
+- ``"byte_kd"``: KD on the teacher's byte-level belief about the student's next token
+  (``byte_kd.py``); ``vocab`` must be the pair's ``ByteTables`` (it carries the VocabMap).
 
 ``tau=None`` means the loss's own default (2.0 for the parts of DSKD, 1.0 otherwise); options
 by part: exact_kd ``unmapped`` ("renormalize" | "other"), ``space`` ("student" | "teacher" |
 "both"); chunk_kd ``chunk_loss`` ("binary_kl" | "squared_log_ratio"), ``chunk_weight`` (weight of
-the chunk part, 1.0); dskd ``student_space``, ``teacher_space``, ``frozen_student_head``.
+the chunk part, 1.0); dskd ``student_space``, ``teacher_space``, ``frozen_student_head``;
+byte_kd ``no_cross`` (True: skip student tokens that cross a teacher token's end).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dskd_align.torch.byte_kd import ByteKD
 from dskd_align.torch.chunk_kd import ChunkKD
 from dskd_align.torch.chunked import chunked_sums
 from dskd_align.torch.divergences import get_divergence
@@ -45,11 +49,13 @@ from dskd_align.torch.losses import (
 
 __all__ = ["LOSS_NAMES", "DistillationLoss", "VanillaKD", "build_loss"]
 
-LOSS_NAMES = ("sft", "dskd", "kd", "exact_kd", "chunk_kd", "exact_kd+chunk_kd", "dskd+exact_kd")
+LOSS_NAMES = ("sft", "dskd", "kd", "exact_kd", "chunk_kd", "exact_kd+chunk_kd", "dskd+exact_kd",
+              "byte_kd")  # fmt: skip
 _OPTIONS = {
     "dskd": {"student_space", "teacher_space", "frozen_student_head"},
     "exact_kd": {"unmapped", "space"},
     "chunk_kd": {"chunk_loss", "chunk_weight"},
+    "byte_kd": {"no_cross"},
 }
 
 
@@ -202,7 +208,8 @@ def build_loss(
     """The loss module called ``name`` (one of ``LOSS_NAMES``; module notes for the options).
 
     Heads are ``nn.Linear`` weights ``[V, d]`` (the teacher's may be None for "sft"); ``vocab``
-    a ``VocabMap`` (None: one shared vocabulary). Unknown names or options are a ValueError.
+    a ``VocabMap`` (None: one shared vocabulary; "byte_kd": the pair's ``ByteTables``). Unknown
+    names or options are a ValueError.
     """
     if name not in LOSS_NAMES:
         raise ValueError(f"unknown loss {name!r}; choose one of {LOSS_NAMES}")
@@ -251,5 +258,19 @@ def build_loss(
             tau=tau_kd, chunk_loss=options.get("chunk_loss", "binary_kl"), chunk_size=chunk_size
         )
         weights["chunk_kd"] = float(options.get("chunk_weight", 1.0))
+    if "byte_kd" in kinds:
+        if divergence != "forward_kl":
+            raise ValueError(
+                f"byte_kd's KD is KL(q || p_s): divergence must be 'forward_kl', got {divergence!r}"
+            )
+        part = ByteKD(vocab, tau=tau_kd, no_cross=bool(options.get("no_cross", True)),
+                      chunk_size=chunk_size)  # fmt: skip
+        sizes = (vocab.teacher_vocab_size, vocab.student_vocab_size)
+        if sizes != (W_t.shape[0], W_s.shape[0]):
+            raise ValueError(
+                f"ByteTables are sized V_t={sizes[0]}, V_s={sizes[1]} but the heads have "
+                f"{W_t.shape[0]} and {W_s.shape[0]} rows: build them with ByteTables.for_models"
+            )
+        parts["byte_kd"] = part
     loss = DistillationLoss(parts, alpha=alpha, weights=weights, chunk_size=chunk_size)
     return loss.to(W_s.device)

@@ -48,6 +48,8 @@ import torch
 from torch import Tensor, nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback
 
+from dskd_align.torch.byte_tables import ByteTables
+from dskd_align.torch.byte_targets import ByteKDCollator
 from dskd_align.torch.collate import DSKDCollator
 from dskd_align.torch.config import DSKDConfig
 from dskd_align.torch.data import DSKDBatch
@@ -188,11 +190,22 @@ class DSKDTrainer(Trainer):
         options = dict(args.loss_kwargs or {})
         if args.tau is not None:
             options["tau"] = args.tau
+        vocab: Any = None if collator.same_tokenizer else vocab_map
+        batches: Any = collator
+        if args.loss == "byte_kd":
+            # byte_kd reads the pair's byte tables (built once here) and its batches carry their
+            # targets, built by the collator (in the DataLoader workers), not in the step.
+            pairs = collator.special_pairs
+            vmap = vocab_map or VocabMap.for_models(
+                t_tok, s_tok, teacher_model, model, special_pairs=pairs
+            )
+            vocab = ByteTables(t_tok, s_tok, vmap)
+            batches = ByteKDCollator(collator, vocab)
         self.loss_module = build_loss(
             args.loss,
             t_head.weight.detach().float(),
             s_head.weight.detach().float(),
-            None if collator.same_tokenizer else vocab_map,
+            vocab,
             alpha=args.alpha,
             divergence=args.divergence,
             chunk_size=args.loss_chunk_size,
@@ -201,7 +214,7 @@ class DSKDTrainer(Trainer):
         super().__init__(
             model=model,
             args=args,
-            data_collator=_RowsCollator(collator),
+            data_collator=_RowsCollator(batches),
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=s_tok,
