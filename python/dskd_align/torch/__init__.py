@@ -2,10 +2,13 @@
 
 Data side: :class:`VocabMap` (byte-canonical overlap O and the t2s/s2t maps), :class:`DSKDCollator`
 (rows to a padded :class:`DSKDBatch` with aligned prediction positions), :class:`OnPolicyBatcher`
-(student generations to the same batch). Loss side: the projectors (``init_t2s_projector``,
+(student generations to the same batch), :class:`ByteTables` and :class:`ByteKDCollator` (the
+byte-level loss's tables and targets). Loss side: the projectors (``init_t2s_projector``,
 :class:`StudentToTeacherProjector`, ``projector_param_group``) and :class:`DualSpaceKDLoss`.
 """
 
+from dskd_align.torch.byte_tables import ByteTables
+from dskd_align.torch.byte_targets import ByteKDBatch, ByteKDCollator
 from dskd_align.torch.collate import DSKDCollator
 from dskd_align.torch.data import DSKDBatch, split_row
 from dskd_align.torch.formats import RowFormatError, sharegpt_to_messages
@@ -37,6 +40,9 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "ByteKDBatch",
+    "ByteKDCollator",
+    "ByteTables",
     "DSKDBatch",
     "DSKDCollator",
     "DSKDConfig",
