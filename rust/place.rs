@@ -115,7 +115,8 @@ pub fn place_tokens<'b>(
                     let lag = if shared && (!prev_empty || overlaps_next(offsets, special, i)) {
                         0
                     } else {
-                        lag_chars(text, offsets[i], pos, own)
+                        let holds = |l| confirms_lag(text, offsets, special, &token_bytes, i, l);
+                        lag_chars(text, offsets[i], pos, own, holds)
                     };
                     let end = normalized_end(text, offsets, next, next_bytes, i, pos, lag);
                     if shared || stands_for_dropped(text, pos, end, own) {
@@ -248,21 +249,31 @@ fn normalized_end(
 }
 
 /// How many characters the offsets of token `i` (case 3, not sharing characters) lag behind the
-/// text: t5-small drops a `\x08` and reports every later token that many characters early. Two
-/// signs: the token's reported start is before where the previous one ended (the lag so far), or
-/// its reported characters start with a dropped one (droppable, not whitespace, which a
-/// tokenizer keeps as `▁`/`Ġ`) while its bytes are unknown or spell something that starts
-/// otherwise (an `<unk>` or `▁fi` does not stand for a `\x08`): then the droppable characters from
-/// there on are what was dropped ("\x08你好" with `<unk>` reported on "\x08你"). (A tokenizer
-/// that gives an `<unk>` for a kept `\x08` with right offsets is taken for one that dropped it;
-/// where the next token's bytes are found, they decide instead.) Lags past [`SKIP_LIMIT`] bytes
-/// count as none, keeping the work per token bounded.
-fn lag_chars(text: &str, (bs, be): (usize, usize), pos: usize, own: Option<&[u8]>) -> usize {
+/// text. The `tokenizers` crate reports every token of t5-small (precompiled normalizer) that
+/// many characters early when the text *starts* with characters the normalizer drops (`\x08`;
+/// dropped characters later in the text shift nothing). Two signs: the token's reported start is
+/// before where the previous one ended (the lag so far), or its reported characters start with a
+/// dropped one (droppable, not whitespace, which a tokenizer keeps as `▁`/`Ġ`) while its bytes are
+/// unknown or spell something that starts otherwise (an `<unk>` or `▁fi` does not stand for a
+/// `\x08`): then the droppable characters from there on are what was dropped ("\x08你好" with
+/// `<unk>` reported on "\x08你"), if `holds` confirms it (see [`confirms_lag`]: t5-small keeps a
+/// `\x00` as an `<unk>` with right offsets). Lags past [`SKIP_LIMIT`] bytes count as none, keeping
+/// the work per token bounded.
+fn lag_chars(
+    text: &str,
+    (bs, be): (usize, usize),
+    pos: usize,
+    own: Option<&[u8]>,
+    holds: impl FnOnce(usize) -> bool,
+) -> usize {
     let dropped = |c: char| droppable(c) && !c.is_whitespace();
+    let chars = |q: usize| match text.get(bs.min(q)..q) {
+        Some(s) if q - bs.min(q) <= SKIP_LIMIT => s.chars().count(),
+        _ => 0,
+    };
     let first = text.get(bs..be).and_then(|r| r.chars().next());
-    let mut q = pos;
     if first.is_some_and(dropped) && own.is_none_or(|b| spells(b) && !starts_dropped(b)) {
-        q = bs.max(pos);
+        let mut q = bs.max(pos);
         let limit = q.saturating_add(SKIP_LIMIT);
         while let Some(c) = text.get(q..).and_then(|r| r.chars().next()) {
             if !dropped(c) || q >= limit {
@@ -270,11 +281,44 @@ fn lag_chars(text: &str, (bs, be): (usize, usize), pos: usize, own: Option<&[u8]
             }
             q += c.len_utf8();
         }
+        if q > bs.max(pos) && holds(chars(q)) {
+            return chars(q);
+        }
     }
-    match text.get(bs..q) {
-        Some(s) if q - bs <= SKIP_LIMIT => s.chars().count(),
-        _ => 0,
+    chars(pos)
+}
+
+/// How many later tokens [`confirms_lag`] looks at (bounds the work per token).
+const CONFIRM_TOKENS: usize = 32;
+
+/// Whether the offsets of the tokens after `i` lag by `lag` characters: decided by the first one
+/// whose own bytes lie at its reported start but not `lag` characters on (no lag), or the other
+/// way round (lag); looking at most [`CONFIRM_TOKENS`] tokens ahead. Undecided, the text must
+/// hold `lag` characters that are not whitespace after the last token's reported end.
+fn confirms_lag<'b>(
+    text: &str,
+    offsets: &[(usize, usize)],
+    special: &[bool],
+    token_bytes: &impl Fn(usize) -> Option<&'b [u8]>,
+    i: usize,
+    lag: usize,
+) -> bool {
+    let t = text.as_bytes();
+    let lies_at = |p: usize, b: &[u8]| match_at(t, p, b).is_some_and(|end| end > p);
+    let later = (i + 1..offsets.len()).filter(|&k| !special[k]);
+    for k in later.take(CONFIRM_TOKENS) {
+        let Some(b) = token_bytes(k) else { continue };
+        let s = offsets[k].0;
+        match (lies_at(s, b), lies_at(advance_chars(text, s, lag), b)) {
+            (true, false) => return false,
+            (false, true) => return true,
+            _ => {}
+        }
     }
+    let last = (0..offsets.len()).rev().find(|&k| !special[k]);
+    let rest = text.get(last.map_or(0, |k| offsets[k].1)..).unwrap_or("");
+    let rest = rest.char_indices().take_while(|&(k, _)| k < SKIP_LIMIT);
+    rest.filter(|(_, c)| !c.is_whitespace()).count() >= lag
 }
 
 /// Whether bytes (less a leading space) start with a droppable character.

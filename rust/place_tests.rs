@@ -124,9 +124,9 @@ fn the_next_tokens_bytes_are_not_searched_in_later_text() {
 
 #[test]
 fn a_normalized_token_reported_on_a_dropped_character() {
-    // t5-small on "\x08ﬁ\x00": `▁fi`=(0,1) (on the `\x08`), `<unk>`=(1,5): the offsets lag one
-    // character, so `▁fi` runs over the `\x08` to where the `<unk>` is, one character on.
-    let p = place_tokens("\x08ﬁ\x00", &[(0, 1), (1, 5)], &[false; 2], |i| {
+    // t5-small on "\x08ﬁ\x00": `▁fi`=(0,1) (on the `\x08`), `<unk>`=(1,4) for the `\x00` (on
+    // "ﬁ"): the offsets lag one character, so `▁fi` runs over the `\x08` and "ﬁ".
+    let p = place_tokens("\x08ﬁ\x00", &[(0, 1), (1, 4)], &[false; 2], |i| {
         [Some(b" fi".as_slice()), None][i]
     });
     assert_eq!(p.spans, vec![Span::new(0, 4), Span::new(4, 5)]);
@@ -138,6 +138,17 @@ fn a_normalized_token_reported_on_a_dropped_character() {
     });
     assert_eq!(p.spans, vec![Span::new(0, 1), Span::new(1, 2)]);
     assert_eq!(p.unpairable, vec![true, false]);
+}
+
+#[test]
+fn a_kept_control_character_is_no_lag() {
+    // t5-small keeps `\x00` (an `<unk>` with right offsets) on "\x00ﬁca": `▁`=(0,1),
+    // `<unk>`=(0,1), `fic`=(1,5), `a`=(5,6). `a` at its reported start says there is no lag.
+    let bytes = [Some(b" ".as_slice()), None, Some(b"fic"), Some(b"a")];
+    let offs = [(0, 1), (0, 1), (1, 5), (5, 6)];
+    let p = place_tokens("\x00ﬁca", &offs, &[false; 4], |i| bytes[i]);
+    let got: Vec<_> = p.spans.iter().map(|s| (s.start(), s.end())).collect();
+    assert_eq!(got, vec![(0, 0), (0, 1), (1, 5), (5, 6)]);
 }
 
 #[test]

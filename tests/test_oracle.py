@@ -341,6 +341,13 @@ def test_fuzz_regression_t5_unknown_and_nfkc_after_dropped_control():
     a = dskd_align.Aligner(llama, t5)(text)
     assert _spans(a, "student") == [x.encode() for x in ("", "\x08你好", "，", "世界")]
     assert check(text, a, llama, t5, lnorm, norm).wrong_pairs == 0
+    # t5-small keeps a `\x00` (an `<unk>` with right offsets): no lag; `fic` stands for "ﬁc"
+    # (paired `c` with bytebpe's `c` when the `<unk>` was taken to lag)
+    (bpe, bnorm) = side("bytebpe")
+    text = "\x00ﬁcafé"
+    a = dskd_align.Aligner(bpe, t5)(text)
+    assert _spans(a, "student") == [x.encode() for x in ("", "\x00", "ﬁc", "a", "f", "é")]
+    assert check(text, a, bpe, t5, bnorm, norm).wrong_pairs == 0
 
 
 def test_whitespace_tokens_of_different_lengths_are_a_chunk_not_a_pair():
