@@ -2,8 +2,9 @@
 
 Fully offline on CPU. Cost of the five default arms at 128 steps, models cached, 2 cores: 70 s
 wall, 111 s CPU at load ~1 (13.6 min wall on the same machine shared with ~6 other processes);
-pretraining, once, adds ~3 min CPU. The DSKD arm costs ~3x an SFT arm (the trainer runs the teacher every step); fewer
-``steps`` is the knob. The paper's regime, shrunk (``demo_data``/``demo_models`` record choices):
+pretraining, once, adds ~3 min CPU. The DSKD arm costs ~3x an SFT arm (the trainer runs the
+teacher every step); fewer ``steps`` is the knob. The paper's regime, shrunk
+(``demo_data``/``demo_models`` record choices):
 
 1. a GPT-2-style teacher (byte-level BPE) trained on one slice of the embedded corpus (Python
    stdlib source) and the task's train rows; two Llama-style students *pretrained* on another
