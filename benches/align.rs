@@ -9,7 +9,8 @@
 //! Groups: `align` passes over the whole corpus (spans stream from memory, as when aligning a
 //! dataset's stored spans); `align-batch` repeats a batch of 64 texts spread over the corpus, whose
 //! spans stay in cache (as in a collator, which aligns a batch right after tokenizing it);
-//! `place` is rule 1 over the whole corpus.
+//! `place` is rule 1 over the whole corpus; `tokenize` is the core's tokenization of the same
+//! corpus (both sides), the in-run reference for ratios.
 //!
 //! Run: `cargo bench --bench align --features mimalloc` (add `-- --quick` for a short run).
 
@@ -291,6 +292,28 @@ fn bench(c: &mut Criterion) {
                             &e.special,
                             |i| table.and_then(|t| t.bytes(e.ids[i])),
                         ));
+                    }
+                }
+            })
+        });
+    }
+    g.finish();
+    // The same corpora tokenized by the core (both sides, as `Aligner.batch` does before placing):
+    // a reference measured in the same run, so `align`/`place` can be read as ratios to it when
+    // the machine's load or clock differs between runs (tokenizing does not change with them).
+    let mut g = c.benchmark_group("tokenize");
+    g.warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for case in &cases {
+        let Some(toks) = &case.tables else { continue };
+        g.throughput(Throughput::Elements(tokens(
+            &case.rows.iter().collect::<Vec<_>>(),
+        )));
+        g.bench_function(BenchmarkId::from_parameter(&case.name), |b| {
+            b.iter(|| {
+                for r in &case.rows {
+                    for t in toks.iter() {
+                        black_box(t.encode(black_box(&r.text), false).ok());
                     }
                 }
             })
