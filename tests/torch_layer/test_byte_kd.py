@@ -95,15 +95,20 @@ def plain_targets(batch, tb, sb):
         shift = 0 if s_text == text else 1 if s_text == b" " + text else None
         if shift is None:
             continue
-        starts = [(p, a - shift, e - shift, False) for p, _, a, e in s_spans]
-        starts.append((s_end, len(text), len(text), True))
-        for p, a, e, is_end in starts:
+        starts = [(p, i, a - shift, e - shift, False) for p, i, a, e in s_spans]
+        starts.append((s_end, -1, len(text), len(text), True))
+        for p, u, a, e, is_end in starts:
             if p < 1 or a <= 0 or (a >= len(text) and not is_end) or (is_end and a != len(text)):
                 continue
-            k = next(s for s in t_spans if s[2] < a <= s[3])
-            crosses = not is_end and e > next(s for s in t_spans if s[2] <= a < s[3])[3]
-            t_pos, g, c, d = k
-            out.append((r, p - 1, t_pos - 1, text[c:a], g if d == a else -1, crosses))
+            ik = next(j for j, s in enumerate(t_spans) if s[2] < a <= s[3])
+            t_pos, g, c, d = t_spans[ik]
+            ix = ik if a < d else ik + 1  # the teacher token the student token starts in
+            crosses = not is_end and e > t_spans[ix][3]
+            cross = None
+            if crosses:  # (x, the teacher token after x, x's bytes from a, the student token)
+                _, x, cx, _ = t_spans[ix]
+                cross = (x, t_spans[ix + 1][1], tb[x][a - cx :], u)
+            out.append((r, p - 1, t_pos - 1, text[c:a], g if d == a else -1, crosses, cross))
     return out
 
 
@@ -151,19 +156,24 @@ def test_targets_equal_the_plain_walk(pair, teacher_tok, student_tok, texts):
     tg = byte_targets(batch, tables)
     want = plain_targets(batch, tb, sb)
     got = list(zip(*(tg[k].tolist() for k in BYTE_FIELDS[:5]), strict=True))
-    assert [(r, sp, tp, g, x) for r, sp, tp, _, g, x in want] == got
+    assert [(r, sp, tp, g, x) for r, sp, tp, _, g, x, _ in want] == got
     assert len(got) > 0.8 * int(batch.supervised_tokens.sum())  # most student tokens
     # Entries: every teacher token extending the consumed bytes, with first() of the rest.
-    ents = list(zip(*(tg[k].tolist() for k in BYTE_FIELDS[5:]), strict=True))
-    for n, (_, _, _, P, _, _) in enumerate(want[:60]):
+    ents = list(zip(*(tg[k].tolist() for k in BYTE_FIELDS[5:8]), strict=True))
+    for n, (_, _, _, P, _, _, _) in enumerate(want[:60]):
         mine = {(v, u) for row, v, u in ents if row == n}
         ref = {(v, plain_first(b[len(P) :], sb, fb)) for v, b in enumerate(tb)
                if b and len(b) > len(P) and b.startswith(P)}  # fmt: skip
         assert mine == {x for x in ref if x[1] >= 0}, n
+    # Crossing targets: x, the teacher token after it, first() of x's rest, the student token.
+    cross = list(zip(*(tg[k].tolist() for k in BYTE_FIELDS[8:]), strict=True))
+    for (*_, crosses, c), (x, y, frm, to) in zip(want, cross, strict=True):
+        assert (x, y, frm, to) == ((c[0], c[1], plain_first(c[2], sb, fb), c[3]) if crosses
+                                   else (-1, -1, -1, -1))  # fmt: skip
 
 
-@pytest.mark.parametrize("no_cross", [True, False])
-def test_loss_equals_the_float64_reference(pair, teacher_tok, student_tok, texts, no_cross):
+@pytest.mark.parametrize("crossing", ["skip", "one_step", "two_step"])
+def test_loss_equals_the_float64_reference(pair, teacher_tok, student_tok, texts, crossing):
     tables, vmap = pair
     tb, _ = plain_bytes(teacher_tok, vmap.teacher_vocab_size)
     sb, fb = plain_bytes(student_tok, vmap.student_vocab_size)
@@ -178,17 +188,29 @@ def test_loss_equals_the_float64_reference(pair, teacher_tok, student_tok, texts
     h_t = torch.randn(*batch.teacher_input_ids.shape, 6, generator=g, dtype=f64)
     h_s = torch.randn(*batch.student_input_ids.shape, 5, generator=g, dtype=f64)
     alpha, tau = 0.4, 1.5
-    fn = build_loss("byte_kd", W_t, W_s, tables, alpha=alpha, tau=tau, no_cross=no_cross,
+    fn = build_loss("byte_kd", W_t, W_s, tables, alpha=alpha, tau=tau, crossing=crossing,
                     chunk_size=7)  # fmt: skip
     loss, m = fn.forward_batch(batch, h_s, h_t, W_s, W_t)
     pm = tables.pm.tolist()
     kls = []
-    for r, sp, tp, P, k, crosses in plain_targets(batch, tb, sb):
-        if crosses and no_cross:
+    n_cross = 0
+    for r, sp, tp, P, k, crosses, cross in plain_targets(batch, tb, sb):
+        if crosses and crossing == "skip":
             continue
         p = torch.softmax(h_t[r, tp] @ W_t.T / tau, -1)
         p2 = torch.softmax(h_t[r, tp + 1] @ W_t.T / tau, -1)
         q = plain_q(P, k, p, p2, tb, pm, lambda x: plain_first(x, sb, fb), v_s)
+        if crosses and crossing == "two_step":
+            # Of x's mass, the share the teacher gives the next token y goes to the student's.
+            x, y, rest, u = cross
+            if k < 0:  # the student token starts inside k: x = k, y read at the next position
+                moved = p[x] * p2[y]
+            else:  # it starts where k ends: x follows k, y two positions on
+                p3 = torch.softmax(h_t[r, tp + 2] @ W_t.T / tau, -1)
+                moved = p[k] * p2[x] * p3[y]
+            q[plain_first(rest, sb, fb)] -= moved
+            q[u] += moved
+            n_cross += 1
         q = q / q.sum()
         ls = torch.log_softmax(h_s[r, sp] @ W_s.T / tau, -1)
         kls.append(sum(q[u] * (q[u].log() - ls[u]) for u in range(v_s) if q[u] > 0))
@@ -198,6 +220,7 @@ def test_loss_equals_the_float64_reference(pair, teacher_tok, student_tok, texts
     ref = (1 - alpha) * ce + alpha * torch.stack(kls).mean()
     torch.testing.assert_close(loss, ref, rtol=1e-9, atol=1e-9)
     assert int(m["n_byte_targets"]) == len(kls)
+    assert crossing != "two_step" or n_cross > 0
 
 
 def test_gradients_reach_the_student_not_the_teacher(pair, teacher_tok, student_tok, texts):
@@ -309,5 +332,5 @@ def test_refusals_name_the_fix(pair):
         build_loss("byte_kd", W_t, W_s, tables, divergence="reverse_kl")
     with pytest.raises(ValueError, match="for_models"):
         build_loss("byte_kd", W_t[:-1], W_s, tables)
-    with pytest.raises(ValueError, match="no_cross"):
+    with pytest.raises(ValueError, match="crossing"):
         build_loss("byte_kd", W_t, W_s, tables, unmapped="other")

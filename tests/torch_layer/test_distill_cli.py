@@ -60,7 +60,7 @@ def test_distill_runs_end_to_end(tmp_path, folders, capsys):
 def test_distill_accepts_byte_kd(tmp_path, folders):
     t_dir, s_dir, data = folders
     out = tmp_path / "out"
-    extra = ["--max-steps", "2", "--loss", "byte_kd", "--loss-option", "no_cross=false"]
+    extra = ["--max-steps", "2", "--loss", "byte_kd", "--loss-option", "crossing=two_step"]
     assert _run(t_dir, s_dir, data, out, *extra, "--alpha", "0.33") == 0
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert all("kd_byte" in x and "byte_coverage" in x for x in lines if "loss" in x)

@@ -22,9 +22,16 @@ goes on with its next token). Then ``KD = mean over targets of KL(q || softmax(z
 the loss ``(1 - alpha) CE + alpha KD`` (``DistillationLoss``).
 
 Approximations: ``first()`` is longest match, not the student tokenizer's own segmentation; one
-step of teacher lookahead, so a student token that runs past the end of the teacher token it
-starts in cannot get its mass (``no_cross=True``, default: those targets are skipped; with
-``no_cross=False`` they are trained towards the one-step ``q``, which lacks them: measured worse).
+step of teacher lookahead, so a student token that runs past the end of the teacher token ``x``
+it starts in cannot get its mass. ``crossing`` says what such a target does:
+
+- ``"skip"`` (default): no target (9 % of the demo's student tokens);
+- ``"one_step"``: trained towards the one-step ``q``, which lacks the student's token (measured
+  worse: it pushes the right token down);
+- ``"two_step"``: a second step read off the text: of the mass ``M`` that ``q~`` gives ``x``
+  (``p(k)`` when ``x = k``, ``p(k) p'(x)`` when ``x`` follows ``k``), the share the teacher gives
+  the *observed* next token ``y`` after ``x`` moves from ``first(rest of x)`` to the student's
+  token (``M p_after_x(y)``); continuations other than ``y`` stay where one step put them.
 
 Metrics: ``kd_byte`` (the mean KL), ``n_byte_targets``, ``byte_coverage`` (targets / supervised
 student tokens), ``byte_teacher_mass`` (mean ``sum(q~)``: how much of the teacher's probability
@@ -50,17 +57,20 @@ from dskd_align.torch.byte_targets import BYTE_FIELDS, byte_targets
 from dskd_align.torch.chunked import chunked_sums
 from dskd_align.torch.heads import lm_logits
 
-__all__ = ["ByteKD"]
+__all__ = ["CROSSING", "ByteKD"]
+
+CROSSING = ("skip", "one_step", "two_step")
 
 
 class ByteKD(nn.Module):
     """The KD part of "byte_kd" (module notes); ``kd(...)`` returns ``(kd [], metrics)``.
 
     ``tables``: the pair's :class:`ByteTables` (sized to the heads); ``tau``: temperature of both
-    distributions; ``no_cross``: skip student tokens that cross a teacher token's end.
+    distributions; ``crossing``: ``CROSSING`` rule for student tokens that cross a teacher
+    token's end (module notes).
     """
 
-    def __init__(self, tables: ByteTables, *, tau: float = 1.0, no_cross: bool = True,
+    def __init__(self, tables: ByteTables, *, tau: float = 1.0, crossing: str = "skip",
                  chunk_size: int | None = 256) -> None:  # fmt: skip
         super().__init__()
         if not isinstance(tables, ByteTables):
@@ -70,7 +80,9 @@ class ByteKD(nn.Module):
             )
         if tau <= 0:
             raise ValueError(f"tau must be > 0, got {tau}")
-        self.tau, self.no_cross, self.chunk_size = float(tau), bool(no_cross), chunk_size
+        if crossing not in CROSSING:
+            raise ValueError(f"crossing must be one of {CROSSING}, got {crossing!r}")
+        self.tau, self.crossing, self.chunk_size = float(tau), crossing, chunk_size
         self.tables = tables
         self._on: dict[torch.device, ByteTables] = {}
         v_s = tables.student_vocab_size
@@ -86,9 +98,10 @@ class ByteKD(nn.Module):
             tables = self._on[device] = self.tables.to(device)
         return byte_targets(batch, tables)
 
-    def _chunk(self, h_t: Tensor, h_t2: Tensor, h_s: Tensor, g: Tensor, w: Tensor, rid: Tensor,
-               W_t: Tensor, W_s: Tensor, b_t: Any, b_s: Any, e_row: Tensor, e_v: Tensor,
-               e_u: Tensor, pm_full: Tensor) -> tuple[tuple, tuple]:  # fmt: skip
+    def _chunk(self, h_t: Tensor, h_t2: Tensor, h_t3: Tensor, h_s: Tensor, g: Tensor, w: Tensor,
+               rid: Tensor, cx: Tensor, W_t: Tensor, W_s: Tensor, b_t: Any, b_s: Any,
+               e_row: Tensor, e_v: Tensor, e_u: Tensor, pm_full: Tensor
+               ) -> tuple[tuple, tuple]:  # fmt: skip
         """Sums over ``n`` target rows: ``((sum w * KL,), (sum w * mass,))``."""
         n, v_s = h_s.shape[0], W_s.shape[0]
         with torch.no_grad():  # the target: teacher only
@@ -106,12 +119,30 @@ class ByteKD(nn.Module):
             p2 = torch.softmax(lm_logits(h_t2, W_t, b_t).div_(self.tau), -1)
             nxt = p2.new_zeros(n, v_s + 1).index_add_(1, pm_full, p2)[:, :v_s]
             q.add_(p_k[:, None] * nxt)
+            if self.crossing == "two_step":
+                self._second_step(q, p, p2, p_k, g, h_t3, W_t, b_t, cx)
             mass = q.sum(-1)  # [n]
             q.div_(mass.clamp_min(torch.finfo(q.dtype).tiny)[:, None])
             neg_ent = torch.xlogy(q, q).sum(-1)  # [n]
         lp_s = torch.log_softmax(lm_logits(h_s, W_s, b_s) / self.tau, -1)  # [n, V_s]
         kl = neg_ent - (q * lp_s).sum(-1)  # a row with no mass: q = 0, KL = 0
         return ((kl * w).sum(),), ((mass * w).sum(),)
+
+    def _second_step(self, q: Tensor, p: Tensor, p2: Tensor, p_k: Tensor, g: Tensor,
+                     h_t3: Tensor, W_t: Tensor, b_t: Any, cx: Tensor) -> None:  # fmt: skip
+        """Moves, in place, ``M p_after_x(y)`` from ``first(rest of x)`` to the student's token
+        on crossing rows (``cx [n, 4]``: x, y, from, to; -1 elsewhere)."""
+        x, y, frm, to = (cx[:, i] for i in range(4))
+        ok = to >= 0
+        x0, y0 = x.clamp_min(0)[:, None], y.clamp_min(0)[:, None]
+        mid = g < 0  # x is k itself; else x follows k and p2 is the distribution predicting it
+        m = torch.where(mid, p.gather(1, x0)[:, 0], p_k * p2.gather(1, x0)[:, 0])
+        lp3 = torch.log_softmax(lm_logits(h_t3, W_t, b_t).div_(self.tau), -1)
+        after = torch.where(mid, p2.gather(1, y0)[:, 0], lp3.gather(1, y0)[:, 0].exp())
+        mv = torch.where(ok, m * after, 0.0)[:, None]
+        q.scatter_add_(1, frm.clamp_min(0)[:, None], -mv)
+        q.scatter_add_(1, to.clamp_min(0)[:, None], mv)
+        q.clamp_min_(0.0)  # rounding: the moved mass is part of what sits at ``frm``
 
     def kd(
         self,
@@ -127,12 +158,19 @@ class ByteKD(nn.Module):
         tg = self._targets(batch, student_hidden.device)
         b, sp, tp = tg["byte_batch"], tg["byte_student_pos"], tg["byte_teacher_pos"]
         h_t = teacher_hidden.detach()
-        nxt = (tp + 1).clamp_max(h_t.shape[1] - 1)  # read only where byte_token >= 0
+        top = h_t.shape[1] - 1
+        nxt = (tp + 1).clamp_max(top)  # read only where byte_token >= 0 or for two_step
         w = torch.ones_like(sp, dtype=torch.float32)
-        if self.no_cross:
+        if self.crossing == "skip":
             w = w.masked_fill(tg["byte_crosses"], 0.0)
-        rows = [h_t[b, tp], h_t[b, nxt], student_hidden[b, sp], tg["byte_token"], w,
-                torch.arange(sp.numel(), device=sp.device)]  # fmt: skip
+        elif self.crossing == "two_step":  # crossing rows without a next teacher token: skip
+            w = w.masked_fill(tg["byte_crosses"] & (tg["byte_cross_to"] < 0), 0.0)
+        cx = torch.stack([tg[k] for k in ("byte_cross_x", "byte_cross_next", "byte_cross_from",
+                                          "byte_cross_to")], 1)  # fmt: skip
+        # The third teacher row (after x when x follows k) only for two_step: its own matmul.
+        h3 = h_t[b, (tp + 2).clamp_max(top)] if self.crossing == "two_step" else h_t[b, nxt]
+        rows = [h_t[b, tp], h_t[b, nxt], h3, student_hidden[b, sp], tg["byte_token"], w,
+                torch.arange(sp.numel(), device=sp.device), cx]  # fmt: skip
         bias_t = None if teacher_lm_head_bias is None else teacher_lm_head_bias.detach()
         shared = [teacher_lm_head_weight.detach(), student_lm_head_weight, bias_t,
                   student_lm_head_bias, tg["byte_entry_row"], tg["byte_entry_teacher"],

@@ -22,6 +22,8 @@ the loss's step only indexes (``byte_kd.py``). What they hold, and the rules:
   *strictly* extend ``P`` (``ext_v``) with ``first(bytes(v)[len(P):])`` (``ext_u``). Size: one
   entry per proper prefix of each teacher token (the sum of their byte lengths, ~1M entries for
   a 150k vocabulary); built in Python once (a few seconds at that size).
+- ``suffix_first[t_off[g] + j]``: ``first(bytes(g)[j:])``, where a student token that starts
+  inside teacher token ``g`` would put the mass of ``g`` (``crossing="two_step"``).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ __all__ = ["ByteTables"]
 
 _FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 _TENSORS = ("t_len", "t_off", "t_bytes", "s_len", "s_off", "s_bytes", "pm", "prefix_id",
-            "ext_ptr", "ext_v", "ext_u", "t2s", "s2t")  # fmt: skip
+            "suffix_first", "ext_ptr", "ext_v", "ext_u", "t2s", "s2t")  # fmt: skip
 
 
 def _token_bytes(tok: Any, size: int) -> tuple[list[bytes | None], list[bool]]:
@@ -109,6 +111,7 @@ class ByteTables:
     s_bytes: Tensor
     pm: Tensor
     prefix_id: Tensor
+    suffix_first: Tensor
     ext_ptr: Tensor
     ext_v: Tensor
     ext_u: Tensor
@@ -131,6 +134,7 @@ class ByteTables:
         # Prefix ids: one per distinct prefix; (g, m) -> id in the flat layout of t_bytes.
         pids: dict[bytes, int] = {}
         prefix_id = np.zeros(int(self.t_len.sum()), np.int64)
+        suffix_first = np.full(int(self.t_len.sum()), -1, np.int64)
         rows: list[tuple[int, int, int]] = []  # (prefix id, v, first(remainder))
         for v, b in enumerate(tb):
             if b is None:
@@ -139,6 +143,7 @@ class ByteTables:
             for m in range(1, len(b) + 1):
                 p = pids.setdefault(b[:m], len(pids))
                 prefix_id[base + m - 1] = p
+                suffix_first[base + m - 1] = first(b[m - 1 :])
                 if m < len(b):
                     u = first(b[m:])
                     if u >= 0:
@@ -147,6 +152,7 @@ class ByteTables:
         ent = ent[np.argsort(ent[:, 0], kind="stable")]
         counts = np.bincount(ent[:, 0], minlength=len(pids))
         self.prefix_id = torch.from_numpy(prefix_id)
+        self.suffix_first = torch.from_numpy(suffix_first)
         self.ext_ptr = torch.from_numpy(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
         self.ext_v = torch.from_numpy(np.ascontiguousarray(ent[:, 1]))
         self.ext_u = torch.from_numpy(np.ascontiguousarray(ent[:, 2]))

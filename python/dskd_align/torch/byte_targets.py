@@ -28,7 +28,8 @@ Rules (per row; byte offsets are into the response text, the end token excluded)
   extensions of ``text[c:a]``) and, when ``d == a``, at the next position too.
 - ``byte_crosses``: the student token runs past the end of the teacher token it starts in
   (``',\\n`` against ``',`` + ``Ċ``); one step of teacher lookahead cannot give its mass, and the
-  loss skips these by default (``no_cross``).
+  loss skips these by default (``crossing="skip"``); the ``byte_cross_*`` fields give the loss
+  what a second step needs (``crossing="two_step"``).
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ from dskd_align.torch.data import DSKDBatch
 __all__ = ["BYTE_FIELDS", "ByteKDBatch", "ByteKDCollator", "byte_targets", "with_byte_targets"]
 
 BYTE_FIELDS = ("byte_batch", "byte_student_pos", "byte_teacher_pos", "byte_token", "byte_crosses",
-               "byte_entry_row", "byte_entry_teacher", "byte_entry_student")  # fmt: skip
+               "byte_entry_row", "byte_entry_teacher", "byte_entry_student", "byte_cross_x",
+               "byte_cross_next", "byte_cross_from", "byte_cross_to")  # fmt: skip
 
 
 @dataclass(init=False, eq=False)
@@ -58,7 +60,11 @@ class ByteKDBatch(DSKDBatch):
     ``byte_token`` (``k``'s id when the student token starts where ``k`` ends, else -1),
     ``byte_crosses``. Per extension entry ``[E]``, sorted by target: ``byte_entry_row`` (its
     target), ``byte_entry_teacher`` (a teacher token extending the consumed bytes of ``k``),
-    ``byte_entry_student`` (the student token its remainder starts with)."""
+    ``byte_entry_student`` (the student token its remainder starts with). For the two-step target
+    of a crossing student token (``-1`` elsewhere, and where the teacher's text ends inside it),
+    per target: ``byte_cross_x`` (the teacher token it starts in), ``byte_cross_next`` (the
+    teacher token after that one), ``byte_cross_from`` (the student token ``first()`` gives the
+    rest of ``x``: where one step puts ``x``'s mass), ``byte_cross_to`` (the student's token)."""
 
     byte_batch: Tensor
     byte_student_pos: Tensor
@@ -68,6 +74,10 @@ class ByteKDBatch(DSKDBatch):
     byte_entry_row: Tensor
     byte_entry_teacher: Tensor
     byte_entry_student: Tensor
+    byte_cross_x: Tensor
+    byte_cross_next: Tensor
+    byte_cross_from: Tensor
+    byte_cross_to: Tensor
 
 
 def _side(ids: Tensor, labels: Tensor, lens: Tensor) -> tuple[Tensor, ...]:
@@ -137,6 +147,12 @@ def byte_targets(batch: Mapping[str, Tensor], tables: ByteTables) -> dict[str, T
     c = d - ln_t.gather(1, pk)
     g = t_ids.gather(1, pk)
     crosses = (ln_s > 0) & (e > ends_t.gather(1, pk2))
+    # Two-step: the student token starts inside teacher token x (at pk2) and runs into the next.
+    x = t_ids.gather(1, pk2)
+    j = a - (ends_t.gather(1, pk2) - ln_t.gather(1, pk2))  # bytes of x before the student token
+    n_sf = max(tables.suffix_first.numel() - 1, 0)
+    u_from = tables.suffix_first[(tables.t_off[x] + j).clamp(0, n_sf)] if n_sf else x * 0 - 1
+    two = crosses & (e <= tot_t[:, None])  # the next teacher token is there to read
     m = (a - c).clamp_min(1)  # consumed bytes of k (1..len(k) on candidates)
     flat = (tables.t_off[g] + m - 1).clamp(0, max(tables.prefix_id.numel() - 1, 0))
     pid = tables.prefix_id[flat] if tables.prefix_id.numel() else torch.zeros_like(flat)
@@ -157,6 +173,10 @@ def byte_targets(batch: Mapping[str, Tensor], tables: ByteTables) -> dict[str, T
         "byte_entry_row": row,
         "byte_entry_teacher": tables.ext_v[idx],
         "byte_entry_student": tables.ext_u[idx],
+        "byte_cross_x": torch.where(two, x, -1)[rb, rp],
+        "byte_cross_next": torch.where(two, t_ids.gather(1, (pk2 + 1).clamp_max(top)), -1)[rb, rp],
+        "byte_cross_from": torch.where(two, u_from, -1)[rb, rp],
+        "byte_cross_to": torch.where(two, s_ids, -1)[rb, rp],
     }
 
 

@@ -23,7 +23,8 @@ Names (``LOSS_NAMES``):
 by part: exact_kd ``unmapped`` ("renormalize" | "other"), ``space`` ("student" | "teacher" |
 "both"); chunk_kd ``chunk_loss`` ("binary_kl" | "squared_log_ratio"), ``chunk_weight`` (weight of
 the chunk part, 1.0); dskd ``student_space``, ``teacher_space``, ``frozen_student_head``;
-byte_kd ``no_cross`` (True: skip student tokens that cross a teacher token's end).
+byte_kd ``crossing`` ("skip" | "one_step" | "two_step": student tokens that cross a teacher
+token's end).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ _OPTIONS = {
     "dskd": {"student_space", "teacher_space", "frozen_student_head"},
     "exact_kd": {"unmapped", "space"},
     "chunk_kd": {"chunk_loss", "chunk_weight"},
-    "byte_kd": {"no_cross"},
+    "byte_kd": {"crossing"},
 }
 
 
@@ -263,7 +264,7 @@ def build_loss(
             raise ValueError(
                 f"byte_kd's KD is KL(q || p_s): divergence must be 'forward_kl', got {divergence!r}"
             )
-        part = ByteKD(vocab, tau=tau_kd, no_cross=bool(options.get("no_cross", True)),
+        part = ByteKD(vocab, tau=tau_kd, crossing=options.get("crossing", "skip"),
                       chunk_size=chunk_size)  # fmt: skip
         sizes = (vocab.teacher_vocab_size, vocab.student_vocab_size)
         if sizes != (W_t.shape[0], W_s.shape[0]):
