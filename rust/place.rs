@@ -29,7 +29,7 @@
 //!    Qwen's NFC `é` for "e" + U+0301 reported on the "e" alone thus spans both code points and
 //!    never pairs with a plain `e` of the other side.
 //!
-//! **Unpairable tokens** take part in chunks (rule 5), never in pairs. Two kinds, both of case 3:
+//! **Unpairable tokens** take part in chunks (rule 5), never in pairs. Three kinds, all of case 3:
 //! - a token whose character range overlaps its neighbour's: a normalizer made several tokens out
 //!   of the same original characters (NFD "é" -> `e` + U+0301, NFKC "ﬁ" -> `f` + `i...`, byte
 //!   pieces of a composed character), so none of them stands for a whole piece of the original
@@ -37,7 +37,10 @@
 //!   whole character;
 //! - a token whose bytes spell something but whose span holds only droppable characters: its
 //!   offsets lag behind dropped text and the next token's bytes, found right after, leave it
-//!   there (a `▁fi` reported on a `\x08` before an `x`); it does not stand for the `\x08`.
+//!   there (a `▁fi` reported on a `\x08` before an `x`); it does not stand for the `\x08`;
+//! - a byte piece (bytes that are not UTF-8 on their own): its span holds whole characters
+//!   (falcon drops `\x05` and the lead byte `F2` of U+80000, and reports the first `80` piece
+//!   on the `\x05`: it paired with the other side's `\x05`).
 //!
 //! Rejected: trusting the offsets (the issue-10 bugs); searching the token's bytes anywhere ahead
 //! (a normalized token's bytes can occur later in the text; and the search must stay bounded,
@@ -119,7 +122,10 @@ pub fn place_tokens<'b>(
                         lag_chars(text, offsets[i], pos, own, holds)
                     };
                     let end = normalized_end(text, offsets, next, next_bytes, i, pos, lag);
-                    if shared || stands_for_dropped(text, pos, end, own) {
+                    // A byte piece not found where it belongs cannot stand for the whole
+                    // characters of its span.
+                    let piece = own.is_some_and(|b| std::str::from_utf8(b).is_err());
+                    if shared || piece || stands_for_dropped(text, pos, end, own) {
                         if unpairable.is_empty() {
                             unpairable.resize(offsets.len(), false);
                         }

@@ -215,3 +215,16 @@ fn unknown_token_reported_on_a_dropped_character_and_more() {
     let got = spans_of(text, &offs, &["\u{200B}ab".as_bytes(), "\u{E9}".as_bytes()]);
     assert_eq!(got, vec![(0, 5), (5, 7)]);
 }
+
+#[test]
+fn a_byte_piece_of_case_three_is_unpairable() {
+    // falcon on "\x05\u{80000}" (F2 80 80 80): drops `\x05` and `F2` (no vocabulary entries),
+    // reports `80`=(0,1) on the `\x05`, then `80`, `80` on the character.
+    let p = place_tokens(
+        "\x05\u{80000}",
+        &[(0, 1), (1, 5), (1, 5)],
+        &[false; 3],
+        |_| Some(b"\x80".as_slice()),
+    );
+    assert_eq!(p.unpairable, vec![true, true, true]);
+}
