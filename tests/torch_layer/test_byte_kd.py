@@ -334,3 +334,15 @@ def test_refusals_name_the_fix(pair):
         build_loss("byte_kd", W_t[:-1], W_s, tables)
     with pytest.raises(ValueError, match="crossing"):
         build_loss("byte_kd", W_t, W_s, tables, unmapped="other")
+
+
+@pytest.mark.parametrize(
+    "config", [{"tokenize_jointly": True}, {"use_chat_template": True, "tokenize_jointly": True}]
+)
+def test_templated_and_jointly_tokenized_rows_get_targets(teacher_tok, student_chat_tok, config):
+    vmap = VocabMap(teacher_tok, student_chat_tok)
+    tables = ByteTables(teacher_tok, student_chat_tok, vmap)
+    rows = [{"prompt": p, "response": r} for p, r in BUILTIN]
+    batch = with_byte_targets(DSKDCollator(teacher_tok, student_chat_tok, **config)(rows), tables)
+    per_row = batch.byte_batch.bincount(minlength=len(rows))
+    assert (per_row > 0).all() and per_row.sum() > 0.8 * batch.supervised_tokens.sum()
