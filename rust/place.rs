@@ -94,6 +94,9 @@ pub fn place_tokens<'b>(
     let mut spans = Vec::with_capacity(offsets.len());
     let mut unpairable = Vec::new();
     let mut pos = 0usize;
+    // The last lag confirmed by `lag_chars`: the tokens after it lag as much (t5-small's lag is
+    // that of the dropped characters the text starts with, the same for every later token).
+    let mut carried = 0usize;
     for (i, (&(bs, be), &sp)) in offsets.iter().zip(special).enumerate() {
         let span = if sp {
             // Added by a post-processor ((0, 0) offsets): it sits where the text so far ends.
@@ -112,14 +115,18 @@ pub fn place_tokens<'b>(
                     let next_bytes = next.and_then(&token_bytes);
                     let shared = shares_characters(offsets, special, i);
                     // Pieces of one character start before `pos` without any lag. (A dummy-prefix
-                    // `▁` reported on the same character stands for no text: no sharing here.)
+                    // `▁` reported on the same character stands for no text: no sharing here. Only
+                    // a lone space placed empty: NFKC's `C5` piece of "Ǆ" placed empty is shared.)
                     let prev = (0..i).rev().find(|&k| !special[k]);
-                    let prev_empty = prev.is_some_and(|k: usize| spans[k] == Span::new(pos, pos));
-                    let lag = if shared && (!prev_empty || overlaps_next(offsets, special, i)) {
+                    let prefix = prev.is_some_and(|k: usize| {
+                        spans[k] == Span::new(pos, pos) && token_bytes(k) == Some(b" ".as_slice())
+                    });
+                    let lag = if shared && (!prefix || overlaps_next(offsets, special, i)) {
                         0
                     } else {
                         let holds = |l| confirms_lag(text, offsets, special, &token_bytes, i, l);
-                        lag_chars(text, offsets[i], pos, own, holds)
+                        carried = lag_chars(text, offsets[i], pos, own, holds).unwrap_or(carried);
+                        carried
                     };
                     let end = normalized_end(text, offsets, next, next_bytes, i, pos, lag);
                     // A byte piece not found where it belongs cannot stand for the whole
@@ -255,23 +262,24 @@ fn normalized_end(
 }
 
 /// How many characters the offsets of token `i` (case 3, not sharing characters) lag behind the
-/// text. The `tokenizers` crate reports every token of t5-small (precompiled normalizer) that
-/// many characters early when the text *starts* with characters the normalizer drops (`\x08`;
-/// dropped characters later in the text shift nothing). Two signs: the token's reported start is
-/// before where the previous one ended (the lag so far), or its reported characters start with a
-/// dropped one (droppable, not whitespace, which a tokenizer keeps as `▁`/`Ġ`) while its bytes are
-/// unknown or spell something that starts otherwise (an `<unk>` or `▁fi` does not stand for a
-/// `\x08`): then the droppable characters from there on are what was dropped ("\x08你好" with
-/// `<unk>` reported on "\x08你"), if `holds` confirms it (see [`confirms_lag`]: t5-small keeps a
-/// `\x00` as an `<unk>` with right offsets). Lags past [`SKIP_LIMIT`] bytes count as none, keeping
-/// the work per token bounded.
+/// text, where it shows (`None`: no sign here). The `tokenizers` crate reports every token of
+/// t5-small (precompiled normalizer) that many characters early when the text *starts* with
+/// characters the normalizer drops (`\x08`; dropped characters later in the text shift nothing).
+/// The sign: its reported characters start with a dropped one (droppable, not whitespace, which a
+/// tokenizer keeps as `▁`/`Ġ`) while its bytes are unknown or spell something that starts
+/// otherwise (an `<unk>` or `▁fi` does not stand for a `\x08`): then the droppable characters from
+/// there on are what was dropped ("\x08你好" with `<unk>` reported on "\x08你"), if `holds`
+/// confirms it (see [`confirms_lag`]: t5-small keeps a `\x00` as an `<unk>` with right offsets).
+/// A token that merely starts before `pos` is no sign: the previous token may have overrun (BERT's
+/// `##i` for "í" found at the next word's "i"). Lags past [`SKIP_LIMIT`] bytes count as none,
+/// keeping the work per token bounded.
 fn lag_chars(
     text: &str,
     (bs, be): (usize, usize),
     pos: usize,
     own: Option<&[u8]>,
     holds: impl FnOnce(usize) -> bool,
-) -> usize {
+) -> Option<usize> {
     let dropped = |c: char| droppable(c) && !c.is_whitespace();
     let chars = |q: usize| match text.get(bs.min(q)..q) {
         Some(s) if q - bs.min(q) <= SKIP_LIMIT => s.chars().count(),
@@ -288,10 +296,10 @@ fn lag_chars(
             q += c.len_utf8();
         }
         if q > bs.max(pos) && holds(chars(q)) {
-            return chars(q);
+            return Some(chars(q));
         }
     }
-    chars(pos)
+    None
 }
 
 /// How many later tokens [`confirms_lag`] looks at (bounds the work per token).

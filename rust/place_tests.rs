@@ -228,3 +228,19 @@ fn a_byte_piece_of_case_three_is_unpairable() {
     );
     assert_eq!(p.unpairable, vec![true, true, true]);
 }
+
+#[test]
+fn pieces_of_one_normalized_character_take_no_lag() {
+    // NFKC + lowercase byte-level on "ǄAB": `d`, `C5`, `BE` (pieces of "dž") all on "Ǆ", then
+    // `ab`. The empty-placed `C5` is no dummy prefix: `BE` shares "Ǆ" and may not take "A".
+    let bytes: [&[u8]; 4] = [b"d", b"\xc5", b"\xbe", b"ab"];
+    let p = place_tokens(
+        "ǄAB",
+        &[(0, 2), (0, 2), (0, 2), (2, 4)],
+        &[false; 4],
+        |i| Some(bytes[i]),
+    );
+    let got: Vec<_> = p.spans.iter().map(|s| (s.start(), s.end())).collect();
+    assert_eq!(got, vec![(0, 2), (2, 2), (2, 2), (2, 4)]);
+    assert_eq!(p.unpairable, vec![true, true, true, false]);
+}
