@@ -278,7 +278,7 @@ fn lag_chars(
     (bs, be): (usize, usize),
     pos: usize,
     own: Option<&[u8]>,
-    holds: impl FnOnce(usize) -> bool,
+    holds: impl Fn(usize) -> bool,
 ) -> Option<usize> {
     let dropped = |c: char| droppable(c) && !c.is_whitespace();
     let chars = |q: usize| match text.get(bs.min(q)..q) {
@@ -295,12 +295,16 @@ fn lag_chars(
             }
             q += c.len_utf8();
         }
-        if q > bs.max(pos) && holds(chars(q)) {
-            return Some(chars(q));
-        }
+        // Not every droppable character was dropped (t5-small drops `\x08`, keeps `\x00` in an
+        // `<unk>`): the largest lag that holds, of the last few.
+        let (most, least) = (chars(q), chars(bs.max(pos)));
+        return (least + 1..=most).rev().take(LAG_TRIES).find(|&l| holds(l));
     }
     None
 }
+
+/// How many lags [`lag_chars`] tries, from the largest down (bounds the work per token).
+const LAG_TRIES: usize = 4;
 
 /// How many later tokens [`confirms_lag`] looks at (bounds the work per token).
 const CONFIRM_TOKENS: usize = 32;

@@ -244,3 +244,16 @@ fn pieces_of_one_normalized_character_take_no_lag() {
     assert_eq!(got, vec![(0, 2), (2, 2), (2, 2), (2, 4)]);
     assert_eq!(p.unpairable, vec![true, true, true, false]);
 }
+
+#[test]
+fn a_kept_control_character_after_a_dropped_one() {
+    // t5-small on "\x08\x00ｶﾅ²{" (chars): drops the `\x08`, keeps the `\x00` in its `<unk>`:
+    // `▁`=(0,1), `<unk>`=(0,3) for "\x00ｶ", `2`=(3,4) for "²" (NFKC, on "ﾅ"), `<unk>`=(4,5) for "{".
+    let text = "\x08\x00ｶﾅ²{";
+    let c2b = crate::span::char_to_byte(text);
+    let offs = [(0, 1), (0, 3), (3, 4), (4, 5)].map(|(a, b)| (c2b[a], c2b[b]));
+    let bytes = [Some(b" ".as_slice()), None, Some(b"2"), None];
+    let p = place_tokens(text, &offs, &[false; 4], |i| bytes[i]);
+    let got: Vec<_> = p.spans.iter().map(|s| (s.start(), s.end())).collect();
+    assert_eq!(got, vec![(0, 0), (0, 8), (8, 10), (10, 11)]);
+}

@@ -370,6 +370,13 @@ def test_fuzz_regression_t5_unknown_and_nfkc_after_dropped_control():
     a = dskd_align.Aligner(bpe, t5)(text)
     assert _spans(a, "student") == [x.encode() for x in ("", "\x00", "ﬁc", "a", "f", "é")]
     assert check(text, a, bpe, t5, bnorm, norm).wrong_pairs == 0
+    # a dropped `\x08`, then a kept `\x00` in the `<unk>`: the lag is 1, not 2 (qwen2's `ﾅ`
+    # paired with t5's `2` for "²" when no lag held)
+    (qwen, qnorm) = side("qwen2")
+    text = "\x08\x00ｶﾀｶﾅ²{"
+    a = dskd_align.Aligner(qwen, t5)(text)
+    assert _spans(a, "student")[2:] == ["²".encode(), b"{"]
+    assert check(text, a, qwen, t5, qnorm, norm).wrong_pairs == 0
 
 
 def test_whitespace_tokens_of_different_lengths_are_a_chunk_not_a_pair():
