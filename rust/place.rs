@@ -233,7 +233,12 @@ fn normalized_end(
         let last = floor.saturating_add(SKIP_LIMIT).min(t.len());
         let mut at = floor;
         while at <= last {
-            if match_at(t, at, nb).is_some_and(|end| end > at) {
+            // The match must reach into the next token's reported characters: an earlier copy
+            // wholly before them is not it (Qwen's NFC `dé` for "e" + U+0301 reported on "de",
+            // then U+0301 reported on the second U+0301: the first one is the `é`'s).
+            let (ks, ke) = offsets[k];
+            let into = |end: usize| end > at && (end > ks || (ks == ke && end >= ks));
+            if match_at(t, at, nb).is_some_and(into) {
                 return Some(at);
             }
             match text.get(at..).and_then(|r| r.chars().next()) {

@@ -257,3 +257,14 @@ fn a_kept_control_character_after_a_dropped_one() {
     let got: Vec<_> = p.spans.iter().map(|s| (s.start(), s.end())).collect();
     assert_eq!(got, vec![(0, 0), (0, 8), (8, 10), (10, 11)]);
 }
+
+#[test]
+fn the_next_tokens_bytes_must_reach_its_reported_characters() {
+    // Qwen (NFC) on "de" + U+0301 U+0301: `dé` for "de" + the first U+0301 but reported on
+    // "de" only, then U+0301=(4,6) on the second one; the first U+0301 is not its.
+    let text = "de\u{301}\u{301}";
+    let p = place_tokens(text, &[(0, 2), (4, 6)], &[false; 2], |i| {
+        Some(["dé".as_bytes(), "\u{301}".as_bytes()][i])
+    });
+    assert_eq!(p.spans, vec![Span::new(0, 4), Span::new(4, 6)]);
+}

@@ -314,6 +314,13 @@ def test_fuzz_regressions():
     # piece took "A" as a lag (the first, placed empty, looked like a dummy prefix), `ab` got "B"
     c = oracle_counts("nfkc-lower-trim", "ǄAB")
     assert c.wrong_pairs == 0 and c.wrong_spans == 0
+    # Qwen's NFC `dé` for "de" + U+0301 reported on "de", then a second U+0301: the search for
+    # the next token's bytes stopped at the first U+0301 (`dé` got "de", paired with `de`)
+    (qwen, qnorm), (bpe, bnorm) = side("qwen2"), side("bytebpe")
+    text = "Ünïcöde\u0301\u0301"
+    a = dskd_align.Aligner(bpe, qwen)(text)
+    assert "de\u0301".encode() in _spans(a, "student")
+    assert check(text, a, bpe, qwen, bnorm, qnorm).wrong_pairs == 0
     # t5-small on "\\x08<0x0A>": `<unk>` for "<" reported on the dropped `\\x08`, every later
     # token one character early; the unknown token runs to where `0`'s own bytes are
     c = oracle_counts("t5-small", "\x08<0x0A>")
