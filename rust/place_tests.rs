@@ -268,3 +268,22 @@ fn the_next_tokens_bytes_must_reach_its_reported_characters() {
     });
     assert_eq!(p.spans, vec![Span::new(0, 4), Span::new(4, 6)]);
 }
+
+#[test]
+fn a_smaller_lag_that_fits_wins() {
+    // t5-small on NFD "\x08\x00U\u{308}ni": drops `\x08`, keeps `\x00` (`<unk>`), composes `Ü`;
+    // `▁`=(0,1), `<unk>`=(0,1), `Ü`=(1,2), `n`=(3,4), `i`=(4,5): `n` lies one character on.
+    let text = "\x08\x00U\u{308}ni";
+    let c2b = crate::span::char_to_byte(text);
+    let offs = [(0, 1), (0, 1), (1, 2), (3, 4), (4, 5)].map(|(a, b)| (c2b[a], c2b[b]));
+    let bytes = [
+        Some(b" ".as_slice()),
+        None,
+        Some("Ü".as_bytes()),
+        Some(b"n"),
+        Some(b"i"),
+    ];
+    let p = place_tokens(text, &offs, &[false; 5], |i| bytes[i]);
+    let got: Vec<_> = p.spans.iter().map(|s| (s.start(), s.end())).collect();
+    assert_eq!(got, vec![(0, 0), (0, 2), (2, 5), (5, 6), (6, 7)]);
+}

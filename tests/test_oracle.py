@@ -384,6 +384,12 @@ def test_fuzz_regression_t5_unknown_and_nfkc_after_dropped_control():
     a = dskd_align.Aligner(qwen, t5)(text)
     assert _spans(a, "student")[2:] == ["²".encode(), b"{"]
     assert check(text, a, qwen, t5, qnorm, norm).wrong_pairs == 0
+    # the same on NFD text, which t5 composes: lag 1 (`n` lies one character on), not 2
+    (gemma, gnorm) = side("gemma3")
+    text = unicodedata.normalize("NFD", "\x08\x00Ünïcödé")
+    a = dskd_align.Aligner(gemma, t5)(text)
+    assert _spans(a, "student")[2] == "U\u0308".encode()
+    assert check(text, a, gemma, t5, gnorm, norm).wrong_pairs == 0
 
 
 def test_whitespace_tokens_of_different_lengths_are_a_chunk_not_a_pair():
