@@ -16,32 +16,30 @@ import argparse
 import copy
 import json
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).parent))
-from byte_marginal_kd import ByteMarginalKD, ByteTables  # noqa: E402
-
-from dskd_align import demo  # noqa: E402
-from dskd_align.demo_models import DemoSize, build_student, pretrained_models, tokenizers  # noqa: E402
-from dskd_align.demo_train import train_arm  # noqa: E402
-from dskd_align.torch import DSKDCollator, VocabMap  # noqa: E402
-from dskd_align.torch import losses as dskd_losses  # noqa: E402
-from dskd_align.torch.objectives import build_loss  # noqa: E402
+from dskd_align import demo
+from dskd_align.demo_models import DemoSize, build_student, pretrained_models, tokenizers
+from dskd_align.demo_train import train_arm
+from dskd_align.torch import DSKDCollator, VocabMap
+from dskd_align.torch import losses as dskd_losses
+from dskd_align.torch.byte_tables import ByteTables
+from dskd_align.torch.byte_targets import ByteKDCollator
+from dskd_align.torch.objectives import build_loss
 
 RESULTS = Path(__file__).parent / "results" / "gap_closure.json"
 
-# name -> (student kind, loss name or "byte", options, student init)
+# name -> (student kind, loss name, options, student init)
 MAIN = {
     "sft-cross": ("cross", "sft", {}, "pretrained"),
     "dskd-cross": ("cross", "dskd", {"tau": 2.0}, "pretrained"),
     "exact_kd-cross": ("cross", "exact_kd", {"tau": 1.0}, "pretrained"),
     "chunk_kd-cross": ("cross", "chunk_kd", {"tau": 1.0}, "pretrained"),
-    "byte_kd-cross": ("cross", "byte", {"alpha": 1 / 3}, "pretrained"),
+    "byte_kd-cross": ("cross", "byte_kd", {"alpha": 1 / 3}, "pretrained"),
     "sft-same": ("same", "sft", {}, "pretrained"),
     "kd-same": ("same", "kd", {"tau": 1.0}, "pretrained"),
 }
@@ -53,8 +51,22 @@ ABLATIONS = {
     "dskd-cross no agreement gate": ("cross", "dskd", {"gate": False}, "pretrained"),
     "dskd-cross random projector": ("cross", "dskd", {"projector": "random"}, "pretrained"),
     "exact_kd-cross alpha=1/3": ("cross", "exact_kd", {"alpha": 1 / 3}, "pretrained"),
-    "byte_kd-cross alpha=0.5": ("cross", "byte", {"alpha": 0.5}, "pretrained"),
-    "byte_kd-cross with crossing tokens": ("cross", "byte", {"no_cross": False}, "pretrained"),
+    "byte_kd-cross alpha=0.5": ("cross", "byte_kd", {"alpha": 0.5}, "pretrained"),
+    "byte_kd-cross alpha=0.25": ("cross", "byte_kd", {"alpha": 0.25}, "pretrained"),
+    "byte_kd-cross tau=2": ("cross", "byte_kd", {"alpha": 1 / 3, "tau": 2.0}, "pretrained"),
+    "byte_kd-cross tau=0.5": ("cross", "byte_kd", {"alpha": 1 / 3, "tau": 0.5}, "pretrained"),
+    "byte_kd-cross two-step crossing": (
+        "cross",
+        "byte_kd",
+        {"alpha": 1 / 3, "crossing": "two_step"},
+        "pretrained",
+    ),
+    "byte_kd-cross with crossing tokens": (
+        "cross",
+        "byte_kd",
+        {"alpha": 1 / 3, "crossing": "one_step"},
+        "pretrained",
+    ),
     # From scratch a student needs the issue probe's learning rate (3e-3) to get anywhere.
     "sft-cross random init": ("cross", "sft", {"lr": 3e-3}, "random"),
     "dskd-cross random init": ("cross", "dskd", {"tau": 2.0, "lr": 3e-3}, "random"),
@@ -101,15 +113,17 @@ class _NoGate:
 def _loss(kind_loss: str, opts: dict[str, Any], teacher: Any, student: Any, ctx: dict) -> Any:
     opts = dict(opts)
     alpha = opts.pop("alpha", 0.5)
-    if kind_loss == "byte":
-        return ByteMarginalKD(ctx["tables"], student.lm_head.weight.shape[0], alpha=alpha, **opts)
     projector = opts.pop("projector", "pinv")
     opts.pop("gate", None)
     fn = build_loss(
         kind_loss,
         teacher.lm_head.weight.detach(),
         student.lm_head.weight.detach(),
-        ctx["vmap"] if ctx["kind"] == "cross" else None,
+        ctx["tables"]
+        if kind_loss == "byte_kd"
+        else ctx["vmap"]
+        if ctx["kind"] == "cross"
+        else None,
         alpha=alpha if kind_loss != "sft" else 0.0,
         **opts,
     )
@@ -127,14 +141,14 @@ def run(seed: int, arms: dict[str, tuple], steps: int, size: DemoSize, cache_dir
     teacher = models["teacher"]
     train = demo.task_rows("train", size.train_rows, seed)
     val, test = demo.task_rows("val", 128, seed), demo.task_rows("test", 256, seed)
-    cols = {
-        "cross": DSKDCollator(toks.teacher, toks.student),
+    v_t, v_s = teacher.lm_head.weight.shape[0], models["cross"].lm_head.weight.shape[0]
+    vmap = VocabMap(toks.teacher, toks.student, teacher_vocab_size=v_t, student_vocab_size=v_s)
+    tables = ByteTables(toks.teacher, toks.student, vmap)
+    cols = {  # cross batches carry byte_kd's targets (built by the collator); others ignore them
+        "cross": ByteKDCollator(DSKDCollator(toks.teacher, toks.student), tables),
         "same": DSKDCollator(toks.teacher, toks.teacher),
     }
     data = {k: demo._data(c, teacher, train, val, test, 8) for k, c in cols.items()}
-    v_t, v_s = teacher.lm_head.weight.shape[0], models["cross"].lm_head.weight.shape[0]
-    vmap = VocabMap(toks.teacher, toks.student, teacher_vocab_size=v_t, student_vocab_size=v_s)
-    tables = ByteTables(toks.teacher, toks.student, v_t, v_s, vmap.t2s)
     out = {}
     for name, (kind, loss, opts, init) in arms.items():
         torch.manual_seed(seed)
