@@ -26,8 +26,8 @@ step of teacher lookahead, so a student token that runs past the end of the teac
 it starts in cannot get its mass. ``crossing`` says what such a target does:
 
 - ``"skip"`` (default): no target (9 % of the demo's student tokens);
-- ``"one_step"``: trained towards the one-step ``q``, which lacks the student's token (measured
-  worse: it pushes the right token down);
+- ``"one_step"``: trained towards the one-step ``q``, which lacks the student's token (it pushes
+  the right token down; measured slightly worse);
 - ``"two_step"``: a second step read off the text: of the mass ``M`` that ``q~`` gives ``x``
   (``p(k)`` when ``x = k``, ``p(k) p'(x)`` when ``x`` follows ``k``), the share the teacher gives
   the *observed* next token ``y`` after ``x`` moves from ``first(rest of x)`` to the student's

@@ -20,8 +20,8 @@ the loss's step only indexes (``byte_kd.py``). What they hold, and the rules:
   gets an id; ``prefix_id[t_off[g] + m - 1]`` is the id of the first ``m`` bytes of token ``g``.
   ``ext_ptr [n_prefix + 1]`` (CSR) lists, for each prefix, the teacher tokens ``v`` whose bytes
   *strictly* extend ``P`` (``ext_v``) with ``first(bytes(v)[len(P):])`` (``ext_u``). Size: one
-  entry per proper prefix of each teacher token (the sum of their byte lengths, ~1M entries for
-  a 150k vocabulary); built in Python once (a few seconds at that size).
+  entry per proper prefix of each teacher token (the sum of ``len - 1`` over the teacher's
+  tokens); built in Python once per pair (0.1 s for the demo's 2000 x 1500 vocabularies).
 - ``suffix_first[t_off[g] + j]``: ``first(bytes(g)[j:])``, where a student token that starts
   inside teacher token ``g`` would put the mass of ``g`` (``crossing="two_step"``).
 """
