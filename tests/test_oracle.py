@@ -400,11 +400,13 @@ def test_fuzz_open_t5_expansion_before_dropped_control():
     reports `f`=(1,2) on "ﬁ" and `i`=(2,3) on the dropped `\\x08` (NFKC made two characters of
     one, and the second one's offsets run past it), so `f` alone gets "ﬁ" and pairs with
     nfkc-lower-trim's `fi` for it; `f` would have to be unpairable like the pieces of one
-    character (place.rs, `shares_characters`), which only sees overlapping offsets."""
+    character (place.rs, `shares_characters`), which only sees overlapping offsets. Same on
+    "Ǆ\\x08" (t5-small against itself: `▁D` on "Ǆ", `Ž` on the `\\x08`; found by the last run)."""
     require_real("t5-small")
     (t5, norm), (nfkc, nnorm) = side("t5-small"), side("nfkc-lower-trim")
     text = "\x00ﬁ\x08"
     assert check(text, dskd_align.Aligner(nfkc, t5)(text), nfkc, t5, nnorm, norm).wrong_pairs == 0
+    assert check("Ǆ\x08", dskd_align.Aligner(t5, t5)("Ǆ\x08"), t5, t5, norm, norm).wrong_pairs == 0
 
 
 def test_whitespace_tokens_of_different_lengths_are_a_chunk_not_a_pair():
