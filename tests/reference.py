@@ -107,6 +107,14 @@ DROPPABLE_RANGES = [
 SKIP_LIMIT = 256  # bytes past where the previous token ended
 
 
+def _is_utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
 def droppable(ch: str) -> bool:
     c = ord(ch)
     return (
@@ -155,7 +163,10 @@ def place(t: Text, side: Side) -> tuple[list[tuple[int, int]], list[bool]]:
                     dropped_only = all(map(droppable, t.raw[span[0] : span[1]].decode("utf-8")))
                 except UnicodeDecodeError:
                     dropped_only = False
-                unpairable[i] = unpairable[i] or (spelled and dropped_only)
+                # a byte piece (not UTF-8 on its own) not found where it belongs cannot stand
+                # for the whole characters of its span
+                piece = own is not None and not _is_utf8(own)
+                unpairable[i] = unpairable[i] or (spelled and dropped_only) or piece
         spans.append(span)
         pos = span[1]
     return spans, unpairable
@@ -184,7 +195,10 @@ def normalized_end(t: Text, lo: int, hi: int, pos: int, byte_offsets, nxt, nb) -
         at, reach = floor, byte_offsets[nxt][1] + max(0, pos - lo)
         while at <= min(floor + SKIP_LIMIT, len(t.raw)):
             m = match_at(t, at, nb)
-            if m is not None and m > at:
+            ks, ke = byte_offsets[nxt]
+            # the match must reach into the next token's reported characters: an earlier copy
+            # wholly before them is not it
+            if m is not None and m > at and (m > ks or (ks == ke and m >= ks)):
                 end = at
                 break
             if at in t.starting_at and (at < reach or droppable(t.starting_at[at][1])):
