@@ -48,6 +48,11 @@
 //! tokenization, not offsets users hand to `align_encodings`, and not normalizers).
 
 use crate::span::Span;
+use lag::{advance_chars, confirms_lag, lag_chars};
+
+// Offsets that lag behind characters a normalizer dropped (t5-small): detection and checks.
+#[path = "place_lag.rs"]
+mod lag;
 
 /// How far (bytes past where the previous token ended) the search of rule 1 skips droppable
 /// characters. Bounds the work per token, so a run of millions of spaces stays linear.
@@ -264,109 +269,6 @@ fn normalized_end(
         }
     }
     end.max(floor)
-}
-
-/// How many characters the offsets of token `i` (case 3, not sharing characters) lag behind the
-/// text, where it shows (`None`: no sign here). The `tokenizers` crate reports every token of
-/// t5-small (precompiled normalizer) that many characters early when the text *starts* with
-/// characters the normalizer drops (`\x08`; dropped characters later in the text shift nothing).
-/// The sign: its reported characters start with a dropped one (droppable, not whitespace, which a
-/// tokenizer keeps as `▁`/`Ġ`) while its bytes are unknown or spell something that starts
-/// otherwise (an `<unk>` or `▁fi` does not stand for a `\x08`): then the droppable characters from
-/// there on are what was dropped ("\x08你好" with `<unk>` reported on "\x08你"), if `holds`
-/// confirms it (see [`confirms_lag`]: t5-small keeps a `\x00` as an `<unk>` with right offsets).
-/// A token that merely starts before `pos` is no sign: the previous token may have overrun (BERT's
-/// `##i` for "í" found at the next word's "i"). Lags past [`SKIP_LIMIT`] bytes count as none,
-/// keeping the work per token bounded.
-fn lag_chars(
-    text: &str,
-    (bs, be): (usize, usize),
-    pos: usize,
-    own: Option<&[u8]>,
-    holds: impl Fn(usize) -> bool,
-) -> Option<usize> {
-    let dropped = |c: char| droppable(c) && !c.is_whitespace();
-    let chars = |q: usize| match text.get(bs.min(q)..q) {
-        Some(s) if q - bs.min(q) <= SKIP_LIMIT => s.chars().count(),
-        _ => 0,
-    };
-    let first = text.get(bs..be).and_then(|r| r.chars().next());
-    if first.is_some_and(dropped) && own.is_none_or(|b| spells(b) && !starts_dropped(b)) {
-        let mut q = bs.max(pos);
-        let limit = q.saturating_add(SKIP_LIMIT);
-        while let Some(c) = text.get(q..).and_then(|r| r.chars().next()) {
-            if !dropped(c) || q >= limit {
-                break;
-            }
-            q += c.len_utf8();
-        }
-        // Not every droppable character was dropped (t5-small drops `\x08`, keeps `\x00` in an
-        // `<unk>`): the largest lag that holds, of the last few.
-        let (most, least) = (chars(q), chars(bs.max(pos)));
-        return (least + 1..=most).rev().take(LAG_TRIES).find(|&l| holds(l));
-    }
-    None
-}
-
-/// How many lags [`lag_chars`] tries, from the largest down (bounds the work per token).
-const LAG_TRIES: usize = 4;
-
-/// How many later tokens [`confirms_lag`] looks at (bounds the work per token).
-const CONFIRM_TOKENS: usize = 32;
-
-/// Whether the offsets of the tokens after `i` lag by `lag` characters: decided by the first one
-/// whose own bytes lie at its reported start or a few characters less on, but not `lag`
-/// characters on (no), or the other way round (yes); looking at most [`CONFIRM_TOKENS`] tokens ahead. Undecided, the text must
-/// hold `lag` characters that are not whitespace after the last token's reported end.
-fn confirms_lag<'b>(
-    text: &str,
-    offsets: &[(usize, usize)],
-    special: &[bool],
-    token_bytes: &impl Fn(usize) -> Option<&'b [u8]>,
-    i: usize,
-    lag: usize,
-) -> bool {
-    let t = text.as_bytes();
-    let lies_at = |p: usize, b: &[u8]| match_at(t, p, b).is_some_and(|end| end > p);
-    let later = (i + 1..offsets.len()).filter(|&k| !special[k]);
-    for k in later.take(CONFIRM_TOKENS) {
-        let Some(b) = token_bytes(k) else { continue };
-        let s = offsets[k].0;
-        // A smaller lag that fits says no (t5-small composing NFD "U" + U+0308 after a dropped
-        // `\x08` and a kept `\x00`: `n` lies one character on, not two).
-        let mut smaller = std::iter::once(0).chain(lag.saturating_sub(LAG_TRIES).max(1)..lag);
-        let fits_smaller = smaller.any(|l| lies_at(advance_chars(text, s, l), b));
-        match (fits_smaller, lies_at(advance_chars(text, s, lag), b)) {
-            (true, false) => return false,
-            (false, true) => return true,
-            _ => {}
-        }
-    }
-    let last = (0..offsets.len()).rev().find(|&k| !special[k]);
-    let rest = text.get(last.map_or(0, |k| offsets[k].1)..).unwrap_or("");
-    let rest = rest.char_indices().take_while(|&(k, _)| k < SKIP_LIMIT);
-    rest.filter(|(_, c)| !c.is_whitespace()).count() >= lag
-}
-
-/// Whether bytes (less a leading space) start with a droppable character.
-fn starts_dropped(b: &[u8]) -> bool {
-    let b = b.strip_prefix(b" ").unwrap_or(b);
-    String::from_utf8_lossy(b)
-        .chars()
-        .next()
-        .is_some_and(droppable)
-}
-
-/// `at` moved on by `n` characters (at most to the end of the text; `at` itself when it is not a
-/// character boundary).
-fn advance_chars(text: &str, at: usize, n: usize) -> usize {
-    match text.get(at..) {
-        Some(rest) if n > 0 => rest
-            .char_indices()
-            .nth(n)
-            .map_or(text.len(), |(k, _)| at + k),
-        _ => at,
-    }
 }
 
 /// Whether bytes spell something: a character that is neither droppable nor U+FFFD.
