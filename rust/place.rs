@@ -29,7 +29,7 @@
 //!    Qwen's NFC `é` for "e" + U+0301 reported on the "e" alone thus spans both code points and
 //!    never pairs with a plain `e` of the other side.
 //!
-//! **Unpairable tokens** take part in chunks (rule 5), never in pairs. Three kinds, all of case 3:
+//! **Unpairable tokens** take part in chunks (rule 5), never in pairs. Four kinds, all of case 3:
 //! - a token whose character range overlaps its neighbour's: a normalizer made several tokens out
 //!   of the same original characters (NFD "é" -> `e` + U+0301, NFKC "ﬁ" -> `f` + `i...`, byte
 //!   pieces of a composed character), so none of them stands for a whole piece of the original
@@ -41,6 +41,9 @@
 //! - a byte piece (bytes that are not UTF-8 on their own): its span holds whole characters
 //!   (falcon drops `\x05` and the lead byte `F2` of U+80000, and reports the first `80` piece
 //!   on the `\x05`: it paired with the other side's `\x05`).
+//! - the two parts of a normalized character whose second part is reported on a dropped
+//!   character after it (t5-small's NFKC "ﬁ\x08": `f` on "ﬁ", `i` on the `\x08`;
+//!   `spills_onto_dropped`): the first does not stand for all of "ﬁ", the second for none of it.
 //!
 //! Rejected: trusting the offsets (the issue-10 bugs); searching the token's bytes anywhere ahead
 //! (a normalized token's bytes can occur later in the text; and the search must stay bounded,
@@ -48,7 +51,7 @@
 //! tokenization, not offsets users hand to `align_encodings`, and not normalizers).
 
 use crate::span::Span;
-use lag::{advance_chars, confirms_lag, lag_chars};
+use lag::{advance_chars, confirms_lag, lag_chars, spills_onto_dropped};
 
 // Offsets that lag behind characters a normalizer dropped (t5-small): detection and checks.
 #[path = "place_lag.rs"]
@@ -102,6 +105,9 @@ pub fn place_tokens<'b>(
     // The last lag confirmed by `lag_chars`: the tokens after it lag as much (t5-small's lag is
     // that of the dropped characters the text starts with, the same for every later token).
     let mut carried = 0usize;
+    // The token that the second part of a normalized character was reported on (see
+    // `spills_onto_dropped`): unpairable when it is placed by case 3.
+    let mut spilled = None;
     for (i, (&(bs, be), &sp)) in offsets.iter().zip(special).enumerate() {
         let span = if sp {
             // Added by a post-processor ((0, 0) offsets): it sits where the text so far ends.
@@ -137,7 +143,14 @@ pub fn place_tokens<'b>(
                     // A byte piece not found where it belongs cannot stand for the whole
                     // characters of its span.
                     let piece = own.is_some_and(|b| std::str::from_utf8(b).is_err());
-                    if shared || piece || stands_for_dropped(text, pos, end, own) {
+                    let part = spilled == Some(i);
+                    spilled = spills_onto_dropped(text, offsets, special, &token_bytes, i);
+                    if shared
+                        || piece
+                        || part
+                        || spilled.is_some()
+                        || stands_for_dropped(text, pos, end, own)
+                    {
                         if unpairable.is_empty() {
                             unpairable.resize(offsets.len(), false);
                         }

@@ -287,3 +287,23 @@ fn a_smaller_lag_that_fits_wins() {
     let got: Vec<_> = p.spans.iter().map(|s| (s.start(), s.end())).collect();
     assert_eq!(got, vec![(0, 0), (0, 2), (2, 5), (5, 6), (6, 7)]);
 }
+
+#[test]
+fn the_second_part_of_an_expansion_on_a_dropped_control() {
+    // t5-small on "ﬁ\x08a": `f`=(0,3) on "ﬁ", `i`=(3,4) on the dropped \x08, then `a`.
+    let text = "ﬁ\u{8}a";
+    let offs = [(0, 3), (3, 4), (4, 5)];
+    let p = place_tokens(text, &offs, &[false; 3], |i| {
+        Some([b"f".as_slice(), b"i", b"a"][i])
+    });
+    assert_eq!(p.unpairable, vec![true, true, false]);
+    // An `<unk>` (bytes unknown) there too; a token whose bytes are the \x08 is no such part.
+    let p = place_tokens(text, &offs[..2], &[false; 2], |i| {
+        [Some(b"f".as_slice()), None][i]
+    });
+    assert_eq!(p.unpairable, vec![true, true]);
+    let p = place_tokens("é\u{8}", &[(0, 2), (2, 3)], &[false; 2], |i| {
+        Some([b"e".as_slice(), "\u{8}".as_bytes()][i])
+    });
+    assert!(!p.unpairable.contains(&true));
+}

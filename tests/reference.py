@@ -11,7 +11,9 @@ leaves open follow the module docs of ``rust/span.rs`` and ``rust/align.rs``:
   its reported start, running past its characters only over whitespace; a leading space the text
   does not have stands for no bytes; otherwise (bytes not in the text) the token spans from where
   the previous token ended to where the next one starts (less whitespace before it), at least to
-  the end of its offsets, and is unpairable when its characters overlap a neighbour's;
+  the end of its offsets (its next neighbour's start moved on by as many characters as the
+  offsets lag behind dropped characters: reference_lag.py), and is unpairable when its
+  characters overlap a neighbour's, or a part of it is reported on a dropped character after it;
 - pairs: equal keys of pairable tokens pair first with first; special tokens pair by byte
   offset, in order, and a special pair that would break the monotone order of the text pairs is
   dropped;
@@ -25,6 +27,8 @@ leaves open follow the module docs of ``rust/span.rs`` and ``rust/align.rs``:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from reference_lag import advance_chars, confirms_lag, lag_chars, spells, spills_onto_dropped
 
 # The Unicode White_Space property (not str.isspace, which also counts U+001C-001F).
 WHITE_SPACE = frozenset(
@@ -131,7 +135,10 @@ def place(t: Text, side: Side) -> tuple[list[tuple[int, int]], list[bool]]:
     spans: list[tuple[int, int]] = []
     unpairable = [False] * len(side.ids)
     pos = 0  # where the previous token ended; no token starts before it
+    carried = 0  # the last lag confirmed: later tokens lag as much (reference_lag.py)
+    spilled = None  # a token reported on a dropped character after a normalized one
     byte_offsets = [(t.char_start[cs], t.char_start[ce]) for cs, ce in side.offsets]
+    tb = side.token_bytes or [None] * len(side.ids)
     for i, ((lo, hi), special) in enumerate(zip(byte_offsets, side.special, strict=False)):
         if special:
             # a special token with no text (added by a post-processor) sits where the text so far
@@ -139,7 +146,7 @@ def place(t: Text, side: Side) -> tuple[list[tuple[int, int]], list[bool]]:
             start = max(lo, pos)
             span = (start, max(hi, start)) if lo < hi else (pos, pos)
         else:
-            own = side.token_bytes[i] if side.token_bytes is not None else None
+            own = tb[i]
             found = find(t, pos, lo, hi, own) if own is not None else None
             if found is not None:
                 span = found
@@ -147,18 +154,28 @@ def place(t: Text, side: Side) -> tuple[list[tuple[int, int]], list[bool]]:
                 # the bytes are not in the text (a normalizer changed it, or they are unknown):
                 # from pos to where the next token starts, at least to the end of its offsets
                 nxt = next_token(byte_offsets, side.special, i)
-                unpairable[i] = any(
-                    max(lo, byte_offsets[k][0]) < min(hi, byte_offsets[k][1])
-                    for k in (prev_token(side.special, i), nxt)
-                    if k is not None
-                )
-                nb = None if nxt is None or side.token_bytes is None else side.token_bytes[nxt]
-                span = (pos, normalized_end(t, lo, hi, pos, byte_offsets, nxt, nb))
+                prev = prev_token(side.special, i)
+                overlaps = [
+                    k is not None and max(lo, byte_offsets[k][0]) < min(hi, byte_offsets[k][1])
+                    for k in (prev, nxt)
+                ]
+                shared = any(overlaps)
+                # pieces of one character have no lag; a dummy-prefix space placed empty just
+                # before shares no characters with this token
+                prefix = prev is not None and spans[prev] == (pos, pos) and tb[prev] == b" "
+                if shared and (not prefix or overlaps[1]):
+                    lag = 0
+                else:
+
+                    def holds(n, i=i):
+                        return confirms_lag(t, byte_offsets, side.special, tb, i, n)
+
+                    found_lag = lag_chars(t, lo, hi, pos, own, holds)
+                    lag = carried = carried if found_lag is None else found_lag
+                nb = None if nxt is None else tb[nxt]
+                span = (pos, normalized_end(t, lo, hi, pos, byte_offsets, nxt, nb, lag))
                 # bytes that spell something, on a span of droppable characters only: lagging
                 # offsets left it on dropped text, which it does not stand for
-                spelled = own is not None and any(
-                    not droppable(c) and c != "\ufffd" for c in own.decode("utf-8", "replace")
-                )
                 try:
                     dropped_only = all(map(droppable, t.raw[span[0] : span[1]].decode("utf-8")))
                 except UnicodeDecodeError:
@@ -166,7 +183,12 @@ def place(t: Text, side: Side) -> tuple[list[tuple[int, int]], list[bool]]:
                 # a byte piece (not UTF-8 on its own) not found where it belongs cannot stand
                 # for the whole characters of its span
                 piece = own is not None and not _is_utf8(own)
-                unpairable[i] = unpairable[i] or (spelled and dropped_only) or piece
+                spelled = own is not None and spells(own)
+                part = spilled == i
+                spilled = spills_onto_dropped(t, byte_offsets, side.special, tb, i)
+                unpairable[i] = (
+                    shared or (spelled and dropped_only) or piece or part or spilled is not None
+                )
         spans.append(span)
         pos = span[1]
     return spans, unpairable
@@ -184,15 +206,17 @@ def prev_token(special, i: int) -> int | None:
     return next((k for k in range(i - 1, -1, -1) if not special[k]), None)
 
 
-def normalized_end(t: Text, lo: int, hi: int, pos: int, byte_offsets, nxt, nb) -> int:
+def normalized_end(t: Text, lo: int, hi: int, pos: int, byte_offsets, nxt, nb, lag: int) -> int:
     """To where the next token starts (less whitespace just before it), at least to ``hi``:
     where its own bytes ``nb`` are found from ``max(hi, pos)`` on, passing only over its reported
-    characters and droppable ones (at most SKIP_LIMIT bytes), else its reported start."""
+    characters and droppable ones (at most SKIP_LIMIT bytes), else its reported start moved on
+    by ``lag`` characters (reference_lag.py)."""
     floor = max(hi, pos)
-    end = len(t.raw) if nxt is None else byte_offsets[nxt][0]
+    end = len(t.raw) if nxt is None else advance_chars(t, byte_offsets[nxt][0], lag)
     if nxt is not None and nb is not None:
-        # (by as much again as this token's own offsets lag behind pos)
-        at, reach = floor, byte_offsets[nxt][1] + max(0, pos - lo)
+        # (by as much again as this token's own offsets lag behind pos, or by the lag)
+        reach = byte_offsets[nxt][1] + max(0, pos - lo)
+        at, reach = floor, max(reach, advance_chars(t, byte_offsets[nxt][1], lag))
         while at <= min(floor + SKIP_LIMIT, len(t.raw)):
             m = match_at(t, at, nb)
             ks, ke = byte_offsets[nxt]

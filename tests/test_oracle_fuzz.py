@@ -3,9 +3,10 @@
 Each example draws a tokenizer pair (trained here, and real ones in ``../shared/tokenizers``), a
 hard text (NFC/NFD/NFKC forms, control characters, whitespace runs, CJK, emoji, RTL), a thread
 count and special-token setting, and checks: ``align``, ``Aligner.batch`` on any thread count and
-``align_encodings`` on the same encodings agree; no exception but ``AlignmentError`` ever; and the
-oracle of ``test_oracle.py`` finds no wrong pair. In the suite it runs a few dozen examples; as a
-fuzzer, ``DSKD_FUZZ_EXAMPLES=1000000 DSKD_FUZZ_SECONDS=600 pytest tests/test_oracle_fuzz.py``
+``align_encodings`` on the same encodings agree; the core equals ``reference.py``; no exception
+but ``AlignmentError`` ever; and the oracle of ``test_oracle.py`` finds no wrong pair. In the
+suite it runs a few dozen examples; as a fuzzer,
+``DSKD_FUZZ_EXAMPLES=1000000 DSKD_FUZZ_SECONDS=600 pytest tests/test_oracle_fuzz.py``
 (README, Development) runs until the time is up, then ends as skipped with the number of
 examples run (a failure found before is shrunk and reported as usual).
 """
@@ -20,7 +21,8 @@ import pytest
 from families import real_names
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import byte_to_char
+from reference import align_reference
+from support import assert_same, byte_to_char, core_side
 from test_oracle import ORACLE_TRAINED, check, hard_texts, side
 
 import dskd_align
@@ -47,6 +49,8 @@ def _encoding(c: dskd_align.CoreTokenizer, text: str, add_special: bool) -> dict
     deadline=None,
     suppress_health_check=list(HealthCheck),
     database=None,
+    # The suite's profile is derandomized (conftest.py); a fuzzing run draws fresh examples.
+    derandomize=not SECONDS,
 )
 @given(
     teacher=st.sampled_from(NAMES),
@@ -74,6 +78,9 @@ def _one(teacher, student, batch, threads, add_special):
         single = dskd_align.align(tc, sc, text, add_special_tokens=add_special)
         for f in ("pairs", "teacher_spans", "student_spans", "teacher_chunks", "student_chunks"):
             assert np.array_equal(getattr(row, f), getattr(single, f)), f
+        # the executable spec (tests/reference.py) agrees token for token
+        t, s = core_side(tc, text, add_special), core_side(sc, text, add_special)
+        assert_same(row, align_reference(text, t, s), t, s)
         if not add_special:
             c = check(text, row, tc, sc, tn, sn)
             assert c.wrong_pairs == 0, c.examples

@@ -1,12 +1,10 @@
 """Regression tests of the alignment oracle (``test_oracle.py``): one per wrong answer the fuzz
-targets found (issue 10), each pinned on the text that showed it, and the open finding as a
-strict xfail. Split from ``test_oracle.py``, which holds the oracle and its property test."""
+targets found (issue 10), each pinned on the text that showed it. Split from ``test_oracle.py``, which holds the oracle and its property test."""
 
 from __future__ import annotations
 
 import unicodedata
 
-import pytest
 from families import require_real
 from test_oracle import _spans, check, oracle_counts, side
 
@@ -106,21 +104,23 @@ def test_fuzz_regression_t5_unknown_and_nfkc_after_dropped_control():
     assert check(text, a, gemma, t5, gnorm, norm).wrong_pairs == 0
 
 
-@pytest.mark.xfail(
-    strict=True, reason="open: t5-small NFKC `ﬁ` -> `f` + `i`, `i` on a dropped \\x08"
-)
-def test_fuzz_open_t5_expansion_before_dropped_control():
-    """Found by tests/test_oracle_fuzz.py at the deadline, not fixed: t5-small on "\\x00ﬁ\\x08"
-    reports `f`=(1,2) on "ﬁ" and `i`=(2,3) on the dropped `\\x08` (NFKC made two characters of
-    one, and the second one's offsets run past it), so `f` alone gets "ﬁ" and pairs with
-    nfkc-lower-trim's `fi` for it; `f` would have to be unpairable like the pieces of one
-    character (place.rs, `shares_characters`), which only sees overlapping offsets. Same on
-    "Ǆ\\x08" (t5-small against itself: `▁D` on "Ǆ", `Ž` on the `\\x08`; found by the last run)."""
+def test_fuzz_regression_t5_expansion_before_dropped_control():
+    """Found by tests/test_oracle_fuzz.py: t5-small on "\\x00ﬁ\\x08" reports `f`=(1,4) on "ﬁ" and
+    `i`=(4,5) on the dropped `\\x08` (NFKC made two characters of one, and the second one is
+    reported on the dropped character after it); `f` alone got "ﬁ" and paired with
+    nfkc-lower-trim's `fi` for it. Same on "Ǆ\\x08" (`▁D` on "Ǆ", an `<unk>` for `Ž` on the
+    `\\x08`). Both parts are unpairable now (rust/place_lag.rs, `spills_onto_dropped`)."""
     require_real("t5-small")
     (t5, norm), (nfkc, nnorm) = side("t5-small"), side("nfkc-lower-trim")
     text = "\x00ﬁ\x08"
-    assert check(text, dskd_align.Aligner(nfkc, t5)(text), nfkc, t5, nnorm, norm).wrong_pairs == 0
-    assert check("Ǆ\x08", dskd_align.Aligner(t5, t5)("Ǆ\x08"), t5, t5, norm, norm).wrong_pairs == 0
+    a = dskd_align.Aligner(nfkc, t5)(text)
+    assert check(text, a, nfkc, t5, nnorm, norm).wrong_pairs == 0
+    assert 2 not in a.pairs[:, 1].tolist() and 3 not in a.pairs[:, 1].tolist()
+    a = dskd_align.Aligner(t5, t5)("Ǆ\x08")
+    assert check("Ǆ\x08", a, t5, t5, norm, norm).wrong_pairs == 0
+    assert a.pairs.tolist() == []
+    # the text after them still pairs
+    assert dskd_align.Aligner(t5, t5)("Ǆ\x08\x08a").pairs.tolist() == [[2, 2]]
 
 
 def test_whitespace_tokens_of_different_lengths_are_a_chunk_not_a_pair():
