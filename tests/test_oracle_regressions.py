@@ -1,5 +1,6 @@
 """Regression tests of the alignment oracle (``test_oracle.py``): one per wrong answer the fuzz
-targets found (issue 10), each pinned on the text that showed it. Split from ``test_oracle.py``, which holds the oracle and its property test."""
+targets found (issue 10), each pinned on the text that showed it. Split from ``test_oracle.py``,
+which holds the oracle and its property test."""
 
 from __future__ import annotations
 
