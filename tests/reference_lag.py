@@ -26,6 +26,19 @@ def _dropped(ch: str) -> bool:
     return droppable(ch) and ch not in WHITE_SPACE
 
 
+# Characters that compose with the one before them: combining marks of the common blocks, kana
+# voicing marks, Hangul medial and final jamo (rust/place_lag.rs `composes`).
+COMPOSING = [
+    (0x300, 0x36F), (0x1AB0, 0x1AFF), (0x1DC0, 0x1DFF), (0x20D0, 0x20FF), (0xFE20, 0xFE2F),
+    (0x3099, 0x309A), (0x1161, 0x11C2),
+]  # fmt: skip
+
+
+def composes(ch: str) -> bool:
+    """A character that a token reported on the one before it may stand for too (NFC)."""
+    return any(a <= ord(ch) <= b for a, b in COMPOSING)
+
+
 def spells(b: bytes) -> bool:
     """Bytes that spell something: a character neither droppable nor U+FFFD."""
     from reference import droppable
@@ -85,8 +98,8 @@ def confirms_lag(t, byte_offsets, special, token_bytes, i: int, lag: int) -> boo
     """Whether the text tokens after ``i`` lag by ``lag`` characters: the first whose own bytes
     lie at its reported start or a few characters on (but not ``lag`` on) says no, one whose
     bytes lie ``lag`` characters on (but at no smaller lag) says yes. Undecided after
-    CONFIRM_TOKENS tokens, the text must hold ``lag`` non-whitespace characters (within
-    SKIP_LIMIT bytes) after the last token's reported end."""
+    CONFIRM_TOKENS tokens, the text must hold ``lag`` characters that are neither whitespace nor
+    ``composes`` (within SKIP_LIMIT bytes) after the last token's reported end."""
     from reference import SKIP_LIMIT, WHITE_SPACE, match_at
 
     def lies_at(p: int, b: bytes) -> bool:
@@ -113,7 +126,7 @@ def confirms_lag(t, byte_offsets, special, token_bytes, i: int, lag: int) -> boo
     for ch in rest:
         if offset >= SKIP_LIMIT:
             break
-        kept += ch not in WHITE_SPACE
+        kept += ch not in WHITE_SPACE and not composes(ch)
         offset += len(ch.encode("utf-8"))
     return kept >= lag
 
