@@ -56,8 +56,8 @@ const CONFIRM_TOKENS: usize = 32;
 /// Whether the offsets of the tokens after `i` lag by `lag` characters: decided by the first one
 /// whose own bytes lie at its reported start or a few characters less on, but not `lag`
 /// characters on (no), or the other way round (yes); looking at most [`CONFIRM_TOKENS`] tokens
-/// ahead. Undecided, the text must hold `lag` characters that are neither whitespace nor
-/// [`composes`] after the last token's reported end.
+/// ahead. Undecided, the text must hold `lag` characters that are kept (not whitespace, not
+/// [`composes`], droppable only after an `<unk>`) after the last token's reported end.
 pub(super) fn confirms_lag<'b>(
     text: &str,
     offsets: &[(usize, usize)],
@@ -85,9 +85,11 @@ pub(super) fn confirms_lag<'b>(
     let last = (0..offsets.len()).rev().find(|&k| !special[k]);
     let rest = text.get(last.map_or(0, |k| offsets[k].1)..).unwrap_or("");
     let rest = rest.char_indices().take_while(|&(k, _)| k < SKIP_LIMIT);
-    rest.filter(|&(_, c)| !c.is_whitespace() && !composes(c))
-        .count()
-        >= lag
+    // A droppable character left there is kept text only for an `<unk>` (t5-small keeps a
+    // `\x00` as one); after a token of known bytes it was dropped, no sign of a lag.
+    let unknown = last.is_some_and(|k| token_bytes(k).is_none());
+    let kept = |c: char| !c.is_whitespace() && !composes(c) && (unknown || !droppable(c));
+    rest.filter(|&(_, c)| kept(c)).count() >= lag
 }
 
 /// Characters that compose with the one before them (combining marks of the common blocks, kana

@@ -98,9 +98,10 @@ def confirms_lag(t, byte_offsets, special, token_bytes, i: int, lag: int) -> boo
     """Whether the text tokens after ``i`` lag by ``lag`` characters: the first whose own bytes
     lie at its reported start or a few characters on (but not ``lag`` on) says no, one whose
     bytes lie ``lag`` characters on (but at no smaller lag) says yes. Undecided after
-    CONFIRM_TOKENS tokens, the text must hold ``lag`` characters that are neither whitespace nor
-    ``composes`` (within SKIP_LIMIT bytes) after the last token's reported end."""
-    from reference import SKIP_LIMIT, WHITE_SPACE, match_at
+    CONFIRM_TOKENS tokens, the text must hold ``lag`` kept characters (not whitespace, not
+    ``composes``, droppable only after an ``<unk>``; within SKIP_LIMIT bytes) after the last
+    token's reported end."""
+    from reference import SKIP_LIMIT, WHITE_SPACE, droppable, match_at
 
     def lies_at(p: int, b: bytes) -> bool:
         end = match_at(t, p, b)
@@ -126,7 +127,9 @@ def confirms_lag(t, byte_offsets, special, token_bytes, i: int, lag: int) -> boo
     for ch in rest:
         if offset >= SKIP_LIMIT:
             break
-        kept += ch not in WHITE_SPACE and not composes(ch)
+        # a droppable character there is kept text only for an <unk> (bytes unknown)
+        unknown = last is not None and (token_bytes is None or token_bytes[last] is None)
+        kept += ch not in WHITE_SPACE and not composes(ch) and (unknown or not droppable(ch))
         offset += len(ch.encode("utf-8"))
     return kept >= lag
 
