@@ -257,7 +257,8 @@ def find(t: Text, pos: int, lo: int, hi: int, own: bytes) -> tuple[int, int] | N
         # a match cutting a character must overlap the token's reported characters
         if end is not None and (end >= lo or end == at):
             whole = at in t.boundaries and end in t.boundaries
-            if whole or at < hi or lo == hi or at > pos:  # offsets lag after dropped text
+            # offsets lag after dropped text, when they reach it
+            if whole or at < hi or lo == hi or (at > pos and hi > pos):
                 return (at, end)
         if at not in t.starting_at or at >= pos + SKIP_LIMIT:
             break
