@@ -191,12 +191,13 @@ fn find(text: &str, pos: usize, bs: usize, be: usize, b: &[u8]) -> Option<Span> 
             // characters: byte-level and byte-fallback pieces always do, while a normalizer's
             // piece (NFD's U+0323 lead byte) can equal a text byte just past them by chance.
             // After dropped characters the offsets lag (falcon drops a `\x05` its vocabulary
-            // cannot spell and reports the next piece on it), so there they are no evidence,
-            // if they reach the skipped text at all: NFD's U+0300 lead byte reported on "À"
-            // must not be found in a U+0301 after the next space.
+            // cannot spell and reports the next piece on it), so there they are no evidence.
+            // But a match after skipped characters needs offsets that reach past `pos`: NFKC's
+            // `4` of "¼" (reported on "¼") is not the "4" after the next space, nor NFD's
+            // U+0300 lead byte (reported on "À") the lead byte of a U+0301 there.
             let whole = text.is_char_boundary(at) && text.is_char_boundary(end);
-            let lags = at > pos && be > pos;
-            if (end >= bs || end == at) && (whole || at < be || bs == be || lags) {
+            let reaches = at == pos || be > pos || bs == be;
+            if (end >= bs || end == at) && reaches && (whole || at < be || bs == be || at > pos) {
                 return Some(Span::new(at, end));
             }
         }
@@ -225,8 +226,9 @@ fn next_token(offsets: &[(usize, usize)], special: &[bool], i: usize) -> Option<
 
 /// Case 3: where a token whose bytes are not in the text ends: where the next token's own bytes
 /// are found (searched from the end of this token's offsets over the next token's reported
-/// characters and droppable ones, at most [`SKIP_LIMIT`] bytes: the next token's offsets may lag,
-/// t5-small after a dropped `\x08`), else at the next token's reported start moved on by `lag`
+/// characters and droppable ones that are not whitespace (whitespace past them is the gap before
+/// a later token: BERT's `##i` on "í i"), at most [`SKIP_LIMIT`] bytes: the next token's offsets
+/// may lag, t5-small after a dropped `\x08`), else at the next token's reported start moved on by `lag`
 /// characters (see [`lag_chars`]; t5-small's `<unk>` then NFKC `2` on "\x08{²": neither token's
 /// bytes are in the text, and without the lag the `<unk>` ends on the `\x08` and `2` takes "{²").
 fn normalized_end(
@@ -263,7 +265,7 @@ fn normalized_end(
                 return Some(at);
             }
             match text.get(at..).and_then(|r| r.chars().next()) {
-                Some(c) if at < reach || droppable(c) => at += c.len_utf8(),
+                Some(c) if at < reach || (droppable(c) && !c.is_whitespace()) => at += c.len_utf8(),
                 None if at < reach => at += 1,
                 _ => return None,
             }

@@ -3,26 +3,26 @@ side is rust/place_lag.rs). Kept apart so reference.py reads as the contract and
 the one tokenizer quirk it models: t5-small (precompiled normalizer) drops characters such as
 ``\\x08`` at the start of a text and then reports every later token that many characters early.
 
-Every function takes byte positions into ``t.raw`` (``reference.Text``); a position that is not
+Every function takes byte positions into ``t.raw`` (``reference_text.Text``); a position that is not
 a character boundary counts as "no characters here", as in the core.
 """
 
 from __future__ import annotations
 
+from reference_text import SKIP_LIMIT, WHITE_SPACE, droppable, match_at
+
 LAG_TRIES = 4  # lags tried, from the largest down
 CONFIRM_TOKENS = 32  # later text tokens looked at to confirm a lag
 
 
-def _chars(t, a: int, b: int) -> str | None:
+def chars_between(t, a: int, b: int) -> str | None:
     """The characters of bytes [a, b), or None when either end is not a character boundary."""
     if a > b or a not in t.boundaries or b not in t.boundaries:
         return None
     return t.raw[a:b].decode("utf-8")
 
 
-def _dropped(ch: str) -> bool:
-    from reference import WHITE_SPACE, droppable
-
+def dropped(ch: str) -> bool:
     return droppable(ch) and ch not in WHITE_SPACE
 
 
@@ -41,15 +41,11 @@ def composes(ch: str) -> bool:
 
 def spells(b: bytes) -> bool:
     """Bytes that spell something: a character neither droppable nor U+FFFD."""
-    from reference import droppable
-
     return any(not droppable(c) and c != "\ufffd" for c in b.decode("utf-8", "replace"))
 
 
 def starts_dropped(b: bytes) -> bool:
     """Bytes (less one leading space) that start with a droppable character."""
-    from reference import droppable
-
     s = (b[1:] if b.startswith(b" ") else b).decode("utf-8", "replace")
     return bool(s) and droppable(s[0])
 
@@ -57,7 +53,7 @@ def starts_dropped(b: bytes) -> bool:
 def advance_chars(t, at: int, n: int) -> int:
     """``at`` moved on by ``n`` characters (at most to the end; ``at`` itself when it is not a
     character boundary or ``n`` is 0)."""
-    rest = _chars(t, at, len(t.raw)) if at <= len(t.raw) else None
+    rest = chars_between(t, at, len(t.raw)) if at <= len(t.raw) else None
     if rest is None or n == 0:
         return at
     if n >= len(rest):
@@ -70,21 +66,19 @@ def lag_chars(t, bs: int, be: int, pos: int, own: bytes | None, holds) -> int | 
     characters start with a dropped one while its bytes are unknown or spell something that does
     not start with one; then the largest lag (of the last LAG_TRIES, from the dropped run that
     starts at ``max(bs, pos)``) that ``holds`` confirms. None: no sign here."""
-    from reference import SKIP_LIMIT
-
-    first = _chars(t, bs, be)
-    if not first or not _dropped(first[0]):
+    first = chars_between(t, bs, be)
+    if not first or not dropped(first[0]):
         return None
     if own is not None and not (spells(own) and not starts_dropped(own)):
         return None
     start = max(bs, pos)
     q, limit = start, start + SKIP_LIMIT
-    while q < limit and q in t.starting_at and _dropped(t.starting_at[q][1]):
+    while q < limit and q in t.starting_at and dropped(t.starting_at[q][1]):
         q = t.starting_at[q][0]
 
     def count(b: int) -> int:
         a = min(bs, b)
-        s = _chars(t, a, b)
+        s = chars_between(t, a, b)
         return len(s) if s is not None and b - a <= SKIP_LIMIT else 0
 
     most, least = count(q), count(start)
@@ -101,7 +95,6 @@ def confirms_lag(t, byte_offsets, special, token_bytes, i: int, lag: int) -> boo
     CONFIRM_TOKENS tokens, the text must hold ``lag`` kept characters (not whitespace, not
     ``composes``, droppable only after an ``<unk>``; within SKIP_LIMIT bytes) after the last
     token's reported end."""
-    from reference import SKIP_LIMIT, WHITE_SPACE, droppable, match_at
 
     def lies_at(p: int, b: bytes) -> bool:
         end = match_at(t, p, b)
@@ -122,7 +115,7 @@ def confirms_lag(t, byte_offsets, special, token_bytes, i: int, lag: int) -> boo
             return True
     last = next((k for k in range(len(byte_offsets) - 1, -1, -1) if not special[k]), None)
     at = 0 if last is None else byte_offsets[last][1]
-    rest = _chars(t, at, len(t.raw)) or ""
+    rest = chars_between(t, at, len(t.raw)) or ""
     kept, offset = 0, 0
     for ch in rest:
         if offset >= SKIP_LIMIT:
@@ -132,19 +125,3 @@ def confirms_lag(t, byte_offsets, special, token_bytes, i: int, lag: int) -> boo
         kept += ch not in WHITE_SPACE and not composes(ch) and (unknown or not droppable(ch))
         offset += len(ch.encode("utf-8"))
     return kept >= lag
-
-
-def spills_onto_dropped(t, byte_offsets, special, token_bytes, i: int) -> int | None:
-    """The next text token when it starts right where case-3 token ``i``'s reported characters
-    end, is reported on dropped characters only, and its bytes are unknown or do not stand for
-    dropped characters: t5-small reports the second part of an NFKC expansion there ("ﬁ\\x08":
-    `f` on "ﬁ", `i` on the `\\x08`). Both tokens are then unpairable."""
-    from reference import next_token
-
-    k = next_token(byte_offsets, special, i)
-    if k is None or special[k] or byte_offsets[k][0] != byte_offsets[i][1]:
-        return None
-    chars = _chars(t, *byte_offsets[k])
-    own = token_bytes[k] if token_bytes is not None else None
-    other = own is None or (spells(own) and not starts_dropped(own))
-    return k if chars and all(map(_dropped, chars)) and other else None
