@@ -14,6 +14,8 @@ use super::{droppable, match_at, spells, SKIP_LIMIT};
 /// otherwise (an `<unk>` or `▁fi` does not stand for a `\x08`): then the droppable characters from
 /// there on are what was dropped ("\x08你好" with `<unk>` reported on "\x08你"), if `holds`
 /// confirms it (see [`confirms_lag`]: t5-small keeps a `\x00` as an `<unk>` with right offsets).
+/// Or its reported characters start with whitespace after `pos`, past dropped characters: at most
+/// as many as those (the spaces of "\x08   你好" hide the sign above).
 /// A token that merely starts before `pos` is no sign: the previous token may have overrun (BERT's
 /// `##i` for "í" found at the next word's "i"). Lags past [`SKIP_LIMIT`] bytes count as none,
 /// keeping the work per token bounded.
@@ -30,7 +32,18 @@ pub(super) fn lag_chars(
         _ => 0,
     };
     let first = text.get(bs..be).and_then(|r| r.chars().next());
-    if first.is_some_and(dropped) && own.is_none_or(|b| spells(b) && !starts_dropped(b)) {
+    let stands_for_other = own.is_none_or(|b| spells(b) && !starts_dropped(b));
+    if first.is_some_and(char::is_whitespace) && stands_for_other && pos < bs {
+        // Reported on whitespace after dropped characters (t5-small on "\x08   你好": `<unk>`
+        // reported on " 你" for "你好"): as many as were dropped before it, at most.
+        let before = text
+            .get(pos..bs)
+            .filter(|s| s.len() <= SKIP_LIMIT)
+            .unwrap_or("");
+        let n = before.chars().filter(|&c| dropped(c)).count();
+        return (1..=n).rev().take(LAG_TRIES).find(|&l| holds(l));
+    }
+    if first.is_some_and(dropped) && stands_for_other {
         let mut q = bs.max(pos);
         let limit = q.saturating_add(SKIP_LIMIT);
         while let Some(c) = text.get(q..).and_then(|r| r.chars().next()) {

@@ -65,11 +65,17 @@ def lag_chars(t, bs: int, be: int, pos: int, own: bytes | None, holds) -> int | 
     """How many characters the offsets of a case-3 token lag, where it shows: its reported
     characters start with a dropped one while its bytes are unknown or spell something that does
     not start with one; then the largest lag (of the last LAG_TRIES, from the dropped run that
-    starts at ``max(bs, pos)``) that ``holds`` confirms. None: no sign here."""
+    starts at ``max(bs, pos)``) that ``holds`` confirms. Reported on whitespace after ``pos``:
+    at most as many as the dropped characters between. None: no sign here."""
     first = chars_between(t, bs, be)
-    if not first or not dropped(first[0]):
+    if not first or (own is not None and not (spells(own) and not starts_dropped(own))):
         return None
-    if own is not None and not (spells(own) and not starts_dropped(own)):
+    if first[0] in WHITE_SPACE and pos < bs:
+        # reported on whitespace after dropped characters: as many as were dropped, at most
+        before = chars_between(t, pos, bs) if bs - pos <= SKIP_LIMIT else None
+        n = sum(map(dropped, before or ""))
+        return next((lag for lag in list(range(n, 0, -1))[:LAG_TRIES] if holds(lag)), None)
+    if not dropped(first[0]):
         return None
     start = max(bs, pos)
     q, limit = start, start + SKIP_LIMIT
