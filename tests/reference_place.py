@@ -41,6 +41,7 @@ def place(t: Text, side: Side) -> tuple[list[tuple[int, int]], list[bool]]:
             # ends; one that occurs in the text covers it
             start = max(lo, pos)
             span = (start, max(hi, start)) if lo < hi else (pos, pos)
+            carried = 0 if lo < hi else carried  # the text after it has its own lag
         else:
             own = tb[i]
             found = find(t, pos, lo, hi, own) if own is not None else None

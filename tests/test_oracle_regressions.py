@@ -231,3 +231,16 @@ def test_fuzz_open_t5_unk_lag_decided_by_a_trailing_control():
     text = "\x00你好，世界\x08"
     a = dskd_align.Aligner(llama, t5)(text)
     assert check(text, a, llama, t5, lnorm, norm).wrong_pairs == 0
+
+
+def test_fuzz_regression_t5_lag_ends_at_a_special_in_the_text():
+    """Found by tests/test_oracle_fuzz.py: t5-small on "\\x1f{0</s>你好，世界" reports the tokens
+    before the `</s>` one character early (the dropped `\\x1f`) and those after it right (the text
+    is split at specials before normalizing); the lag was carried past the `</s>`, giving NFKC's
+    `,` the "世" (paired with llama's `世`). A special written in the text ends the lag."""
+    require_real("t5-small")
+    (llama, lnorm), (t5, norm) = side("llama"), side("t5-small")
+    text = "\x1f{0</s>你好，世界"
+    a = dskd_align.Aligner(llama, t5)(text)
+    assert check(text, a, llama, t5, lnorm, norm).wrong_pairs == 0
+    assert _spans(a, "student")[-2:] == ["，".encode(), "世界".encode()]
