@@ -31,9 +31,10 @@ rightly gives them ~0, and KD would push them up). Where the student's own text 
 tokenizer was not longest-match at that boundary (a longer token matches what follows: ~1-2 % of
 targets) the target is left unfiltered. With the teacher's tokenizer on both sides and
 longest-match segmentation, this drops every extension of the previous token, so the mass left
-is vanilla KD's ``p'`` (each ``w`` scored on its set ``C(bytes(w))``). Built for the demo's vocabularies (dense ``[classes, V_s]`` and
-``[V_s, classes]`` tables; at real vocabulary sizes the sets are ranges of the byte-sorted
-student vocabulary, which a library version could use).
+is vanilla KD's ``p'`` (each ``w`` scored on its set ``C(bytes(w))``, which ``tight`` narrows).
+Built for the demo's vocabularies (dense ``[classes, V_s]`` and ``[V_s, classes]`` tables; at
+real vocabulary sizes the sets are ranges of the byte-sorted student vocabulary, which a library
+version could use).
 """
 
 from __future__ import annotations
@@ -58,10 +59,15 @@ def _bytes(lens: Tensor, off: Tensor, flat: Tensor, i: int) -> bytes:
     return bytes(flat[int(off[i]) : int(off[i]) + int(lens[i])].tolist())
 
 
-def class_tables(tables: ByteTables, sets: bool = True) -> tuple[ByteTables, Tensor]:
+def class_tables(tables: ByteTables, sets: bool = True, tight: bool = False
+                 ) -> tuple[ByteTables, Tensor]:  # fmt: skip
     """A copy of ``tables`` whose ``ext_u`` and ``pm`` hold outcome-class ids instead of student
     ids, and the membership ``[classes, V_s]`` (float32, 1 where the student token is in C).
-    ``sets=False``: ``C(R) = {first(R)}`` only (``byte_kd``'s target; an ablation)."""
+    ``sets=False``: ``C(R) = {first(R)}`` only (``byte_kd``'s target; an ablation).
+    ``tight``: the classes of the next teacher token ``w`` (boundary part) are their own, and
+    their sets leave out every student token ``u`` that a teacher token longer than ``w`` also
+    starts (bytes(w) < bytes(t) <= bytes(u)): had the text gone on as ``u``, the teacher would
+    have written that longer token, not ``w`` (the teacher's boundary, read as longest-match)."""
     v_t, v_s = tables.teacher_vocab_size, tables.student_vocab_size
     tb = [_bytes(tables.t_len, tables.t_off, tables.t_bytes, i) for i in range(v_t)]
     # Length of every prefix id (the flat layout: prefix_id[t_off[g] + m - 1] has m bytes).
@@ -89,12 +95,17 @@ def class_tables(tables: ByteTables, sets: bool = True) -> tuple[ByteTables, Ten
     for w in range(v_t):
         u = int(tables.pm[w])
         if u >= 0:
-            pm_c[w] = cls(tb[w] if tb[w] else ("special", u), u)
+            key = ("next", tb[w]) if tight and tb[w] else tb[w]
+            pm_c[w] = cls(key if tb[w] else ("special", u), u)
     # Strict extensions: every student token joins the class of each of its proper prefixes.
+    t_set = set(tb)
     for s, u in tables._first.rep.items() if sets else ():
         for k in range(1, len(s)):
             c = classes.get(s[:k])
             if c is not None:
+                members[c].add(u)
+            c = classes.get(("next", s[:k]))
+            if c is not None and not any(s[:j] in t_set for j in range(k + 1, len(s) + 1)):
                 members[c].add(u)
     member = torch.zeros(len(members), v_s)
     for c, us in enumerate(members):
@@ -125,6 +136,7 @@ def boundary_conflicts(tables: ByteTables, ct: ByteTables, n_cls: int) -> Tensor
     would have made a longest-match student write a longer token than ``u_prev``."""
     by_prefix: dict[bytes, list[int]] = {}
     for c, key in enumerate(ct.class_keys):
+        key = key[1] if isinstance(key, tuple) and key[0] == "next" else key
         if isinstance(key, bytes):
             for j in range(1, len(key) + 1):
                 by_prefix.setdefault(key[:j], []).append(c)
@@ -140,9 +152,9 @@ class SetByteKD(ByteKD):
     """``byte_kd`` with outcome classes scored on their consistent sets (module notes)."""
 
     def __init__(self, tables: ByteTables, *, student_boundary: bool = False, sets: bool = True,
-                 **kw: Any) -> None:  # fmt: skip
+                 tight: bool = False, **kw: Any) -> None:  # fmt: skip
         super().__init__(tables, **kw)
-        self.cls_tables, member = class_tables(tables, sets)
+        self.cls_tables, member = class_tables(tables, sets, tight)
         n_cls = member.shape[0]
         self.register_buffer("member", member, persistent=False)
         pm = self.cls_tables.pm
@@ -207,9 +219,8 @@ class SetByteKD(ByteKD):
 
 
 def build_set_loss(tables: ByteTables, *, alpha: float, tau: float = 1.0,
-                   crossing: str = "one_step", student_boundary: bool = False, sets: bool = True
-                   ) -> DistillationLoss:  # fmt: skip
-    """``(1 - alpha) CE + alpha KD`` with :class:`SetByteKD` (``crossing``: "skip"/"one_step")."""
-    part = SetByteKD(tables, tau=tau, crossing=crossing, student_boundary=student_boundary,
-                     sets=sets)  # fmt: skip
+                   crossing: str = "one_step", **options: bool) -> DistillationLoss:  # fmt: skip
+    """``(1 - alpha) CE + alpha KD`` with :class:`SetByteKD` (``crossing``: "skip"/"one_step";
+    ``options``: ``student_boundary``, ``sets``, ``tight``)."""
+    part = SetByteKD(tables, tau=tau, crossing=crossing, **options)
     return DistillationLoss({"byte_kd": part}, alpha=alpha)

@@ -2,12 +2,17 @@
 
     .venv/bin/python benches/gap_closure.py --seeds 0 1 2            # main arms, 3 seeds
     .venv/bin/python benches/gap_closure.py --seeds 0 --ablations    # + DSKD ablations
+    .venv/bin/python benches/gap_closure.py --steps 512 --out benches/results/gap_closure_512.json
+        # another budget: its own results file (--only ARM ...: the arms; BENCHMARKS.md)
 
 Same regime, data, models (cached like the demo) and loop as ``dskd_align.demo`` with
 ``backend="loop"``: every arm starts from the same pretrained student, sees the same batches for
 the same steps; the validation split picks the step, the test split is reported in bits/byte.
 Gap closure of X = (SFT_cross - X_cross) / (SFT_same - KD_same), per seed, then mean and sample
 standard deviation. Results go to ``benches/results/gap_closure.json`` (merged per seed and arm).
+The ``byte_kd_sets`` arms are an experiment of this bench (``byte_sets.py``), not a library loss;
+the ``*-same`` arms other than ``sft-same``/``kd-same`` run a cross-tokenizer loss with the
+teacher's tokenizer on both sides, and are measured against ``sft-same``.
 """
 
 from __future__ import annotations
@@ -95,6 +100,12 @@ ABLATIONS = {
         {"alpha": 0.5, "student_boundary": True, "sets": False, "crossing": "skip"},
         "pretrained",
     ),
+    "byte_kd-cross tight sets+sb alpha=0.5": (  # next-token sets read with the teacher's boundary
+        "cross",
+        "byte_kd_sets",
+        {"alpha": 0.5, "student_boundary": True, "tight": True},
+        "pretrained",
+    ),
     "byte_kd-cross sets+sb alpha=2/3": (
         "cross",
         "byte_kd_sets",
@@ -108,7 +119,13 @@ ABLATIONS = {
         "byte_kd_sets",
         {"alpha": 0.5, "student_boundary": True},
         "pretrained",
-    ),  # fmt: skip
+    ),
+    "byte_kd-same tight sets+sb": (
+        "same",
+        "byte_kd_sets",
+        {"alpha": 0.5, "student_boundary": True, "tight": True},
+        "pretrained",
+    ),
     # From scratch a student needs the issue probe's learning rate (3e-3) to get anywhere.
     "sft-cross random init": ("cross", "sft", {"lr": 3e-3}, "random"),
     "dskd-cross random init": ("cross", "dskd", {"tau": 2.0, "lr": 3e-3}, "random"),
