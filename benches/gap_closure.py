@@ -106,6 +106,12 @@ ABLATIONS = {
         {"alpha": 0.5, "student_boundary": True, "tight": True},
         "pretrained",
     ),
+    "byte_kd-cross tight sets+sb alpha=2/3": (
+        "cross",
+        "byte_kd_sets",
+        {"alpha": 2 / 3, "student_boundary": True, "tight": True},
+        "pretrained",
+    ),
     "byte_kd-cross sets+sb alpha=2/3": (
         "cross",
         "byte_kd_sets",
