@@ -2,12 +2,17 @@
 
     .venv/bin/python benches/gap_closure.py --seeds 0 1 2            # main arms, 3 seeds
     .venv/bin/python benches/gap_closure.py --seeds 0 --ablations    # + DSKD ablations
+    .venv/bin/python benches/gap_closure.py --steps 512 --out benches/results/gap_closure_512.json
+        # another budget: its own results file (--only ARM ...: the arms; BENCHMARKS.md)
 
 Same regime, data, models (cached like the demo) and loop as ``dskd_align.demo`` with
 ``backend="loop"``: every arm starts from the same pretrained student, sees the same batches for
 the same steps; the validation split picks the step, the test split is reported in bits/byte.
 Gap closure of X = (SFT_cross - X_cross) / (SFT_same - KD_same), per seed, then mean and sample
 standard deviation. Results go to ``benches/results/gap_closure.json`` (merged per seed and arm).
+The ``byte_kd_sets`` arms are an experiment of this bench (``byte_sets.py``), not a library loss;
+the ``*-same`` arms other than ``sft-same``/``kd-same`` run a cross-tokenizer loss with the
+teacher's tokenizer on both sides, and are measured against ``sft-same``.
 """
 
 from __future__ import annotations
@@ -67,6 +72,66 @@ ABLATIONS = {
         {"alpha": 1 / 3, "crossing": "one_step"},
         "pretrained",
     ),
+    # Outcome classes scored on their consistent student-token sets (byte_sets.py).
+    "byte_kd-cross sets": ("cross", "byte_kd_sets", {"alpha": 1 / 3}, "pretrained"),
+    "byte_kd-cross sets skip": (
+        "cross",
+        "byte_kd_sets",
+        {"alpha": 1 / 3, "crossing": "skip"},
+        "pretrained",
+    ),
+    "byte_kd-cross sets alpha=0.5": ("cross", "byte_kd_sets", {"alpha": 0.5}, "pretrained"),
+    # ... and conditioned on the student's own boundary (classes it rules out dropped).
+    "byte_kd-cross sets+sb": (
+        "cross",
+        "byte_kd_sets",
+        {"alpha": 1 / 3, "student_boundary": True},
+        "pretrained",
+    ),
+    "byte_kd-cross sets+sb alpha=0.5": (
+        "cross",
+        "byte_kd_sets",
+        {"alpha": 0.5, "student_boundary": True},
+        "pretrained",
+    ),
+    "byte_kd-cross sb only alpha=0.5": (  # byte_kd's singleton targets, crossing skipped
+        "cross",
+        "byte_kd_sets",
+        {"alpha": 0.5, "student_boundary": True, "sets": False, "crossing": "skip"},
+        "pretrained",
+    ),
+    "byte_kd-cross tight sets+sb alpha=0.5": (  # next-token sets read with the teacher's boundary
+        "cross",
+        "byte_kd_sets",
+        {"alpha": 0.5, "student_boundary": True, "tight": True},
+        "pretrained",
+    ),
+    "byte_kd-cross tight sets+sb alpha=2/3": (
+        "cross",
+        "byte_kd_sets",
+        {"alpha": 2 / 3, "student_boundary": True, "tight": True},
+        "pretrained",
+    ),
+    "byte_kd-cross sets+sb alpha=2/3": (
+        "cross",
+        "byte_kd_sets",
+        {"alpha": 2 / 3, "student_boundary": True},
+        "pretrained",
+    ),
+    # The same losses with the teacher's tokenizer on both sides: how close to vanilla KD?
+    "byte_kd-same": ("same", "byte_kd", {"alpha": 0.5}, "pretrained"),
+    "byte_kd-same sets+sb": (
+        "same",
+        "byte_kd_sets",
+        {"alpha": 0.5, "student_boundary": True},
+        "pretrained",
+    ),
+    "byte_kd-same tight sets+sb": (
+        "same",
+        "byte_kd_sets",
+        {"alpha": 0.5, "student_boundary": True, "tight": True},
+        "pretrained",
+    ),
     # From scratch a student needs the issue probe's learning rate (3e-3) to get anywhere.
     "sft-cross random init": ("cross", "sft", {"lr": 3e-3}, "random"),
     "dskd-cross random init": ("cross", "dskd", {"tau": 2.0, "lr": 3e-3}, "random"),
@@ -115,6 +180,10 @@ def _loss(kind_loss: str, opts: dict[str, Any], teacher: Any, student: Any, ctx:
     alpha = opts.pop("alpha", 0.5)
     projector = opts.pop("projector", "pinv")
     opts.pop("gate", None)
+    if kind_loss == "byte_kd_sets":  # an experiment of this bench, not a library loss
+        from byte_sets import build_set_loss
+
+        return build_set_loss(ctx["tables"], alpha=alpha, **opts)
     fn = build_loss(
         kind_loss,
         teacher.lm_head.weight.detach(),
@@ -134,7 +203,8 @@ def _loss(kind_loss: str, opts: dict[str, Any], teacher: Any, student: Any, ctx:
     return fn
 
 
-def run(seed: int, arms: dict[str, tuple], steps: int, size: DemoSize, cache_dir: Any) -> dict:
+def run(seed: int, arms: dict[str, tuple], steps: int, size: DemoSize, cache_dir: Any, *,
+        lr: float = 3e-4, eval_every: int = 16) -> dict:  # fmt: skip
     torch.set_num_threads(min(2, torch.get_num_threads()))
     toks = tokenizers()
     models = pretrained_models(size, seed, toks, cache_dir)
@@ -149,7 +219,8 @@ def run(seed: int, arms: dict[str, tuple], steps: int, size: DemoSize, cache_dir
         "same": DSKDCollator(toks.teacher, toks.teacher),
     }
     data = {k: demo._data(c, teacher, train, val, test, 8) for k, c in cols.items()}
-    out = {}
+    out: dict[str, Any] = {}
+    same_tables: dict[str, ByteTables] = {}
     for name, (kind, loss, opts, init) in arms.items():
         torch.manual_seed(seed)
         if init == "random":
@@ -157,19 +228,28 @@ def run(seed: int, arms: dict[str, tuple], steps: int, size: DemoSize, cache_dir
         else:
             student = copy.deepcopy(models[kind])
         opts = dict(opts)
-        lr = opts.pop("lr", 3e-4)
-        fn = _loss(loss, opts, teacher, student, {"kind": kind, "vmap": vmap, "tables": tables})
+        arm_lr = opts.pop("lr", lr)
+        if kind == "same" and loss.startswith("byte_kd") and "same" not in same_tables:
+            # byte_kd with the teacher's own tokenizer on both sides: a check of the loss, which
+            # should then come close to vanilla KD (BENCHMARKS.md, "Gap closure")
+            same_map = VocabMap(toks.teacher, toks.teacher, teacher_vocab_size=v_t,
+                                student_vocab_size=v_t)  # fmt: skip
+            same_tables["same"] = ByteTables(toks.teacher, toks.teacher, same_map)
+        tab = same_tables["same"] if kind == "same" and loss.startswith("byte_kd") else tables
+        fn = _loss(loss, opts, teacher, student, {"kind": kind, "vmap": vmap, "tables": tab})
         gate = _NoGate() if opts.get("gate") is False else None
         if gate:
             gate.__enter__()
         try:
-            r = train_arm(name, student, teacher, fn, data[kind], steps=steps, eval_every=16,
-                          lr=lr, projector_lr=5e-4, seed=seed)  # fmt: skip
+            r = train_arm(name, student, teacher, fn, data[kind], steps=steps,
+                          eval_every=eval_every, lr=arm_lr, projector_lr=5e-4,
+                          seed=seed)  # fmt: skip
         finally:
             if gate:
                 gate.__exit__()
         out[name] = {"test_bpb": r.test_bpb, "val_bpb": r.val_bpb, "best_step": r.best_step,
-                     "curve": r.curve, "metrics": r.metrics}  # fmt: skip
+                     "curve": r.curve, "metrics": r.metrics, "steps": steps, "lr": arm_lr,
+                     "seconds": r.seconds}  # fmt: skip
     return out
 
 
@@ -183,8 +263,12 @@ def summarize(res: dict[str, dict[str, dict]]) -> str:
         gaps = []
         for s in seeds:
             per = res[s]
-            if all(k in per for k in demo.REFERENCE) and n.split(" ")[0].endswith("-cross"):
+            head = n.split(" ")[0]
+            # A same-tokenizer arm (a check of a loss) is measured against SFT of its student.
+            same = head.endswith("-same") and n not in ("sft-same", "kd-same")
+            if all(k in per for k in demo.REFERENCE) and (head.endswith("-cross") or same):
                 base = "sft-cross random init" if "random init" in n else "sft-cross"
+                base = "sft-same" if same else base
                 den = per["sft-same"]["test_bpb"] - per["kd-same"]["test_bpb"]
                 if base in per and n != base:
                     gaps.append((per[base]["test_bpb"] - per[n]["test_bpb"]) / den)
@@ -202,7 +286,11 @@ def summarize(res: dict[str, dict[str, dict]]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    # The demo's budget (128 steps of AdamW 3e-4, validation every 16). Runs at another budget
+    # belong in their own --out file: the gap closure pairs arms of one file and one seed.
     ap.add_argument("--steps", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=3e-4, help="student lr (an arm's own lr wins)")
+    ap.add_argument("--eval-every", type=int, default=16, help="validation interval (steps)")
     ap.add_argument("--ablations", action="store_true", help="also the DSKD/loss ablations")
     ap.add_argument("--only", nargs="*", help="run only these arm names")
     ap.add_argument("--cache-dir", default=None, help="default: the demo's user cache dir")
@@ -214,7 +302,7 @@ def main() -> None:
     path = Path(a.out)
     res: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     for seed in a.seeds:
-        per = run(seed, arms, a.steps, DemoSize(), a.cache_dir)
+        per = run(seed, arms, a.steps, DemoSize(), a.cache_dir, lr=a.lr, eval_every=a.eval_every)
         res.setdefault(str(seed), {}).update(per)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(res, indent=1))

@@ -16,8 +16,11 @@ device sync per token on GPU).
 The batch is synthetic but shaped like a real one: a prompt of ``L/8`` tokens, then the
 response; both sides have ``L`` tokens; ~80 % of response tokens are 1x1 alignment chunks (the
 exact pairs), the rest fall in chunks of 2-3 tokens per side. ``kd`` (same vocabulary) uses a
-teacher head with the student's ``V_s`` rows. Each run is a fresh child process (clean peak
-memory): one warm-up step, then ``--steps`` timed steps (median). Peak memory is
+teacher head with the student's ``V_s`` rows. ``byte_kd`` gets synthetic tables and targets
+(``byte_synthetic.py``): ~90 % of response tokens, ``--byte-ext`` extension entries each (55,
+the demo's count, by default; ~6000 for a Qwen2.5 teacher), built outside the timed step as
+``ByteKDCollator`` would build them in the DataLoader. Each run is a fresh child process (clean
+peak memory): one warm-up step, then ``--steps`` timed steps (median). Peak memory is
 ``torch.cuda.max_memory_allocated`` on CUDA, the resident-set high-water mark (``VmHWM``, reset
 first) on CPU; "over start" subtracts what was allocated before the first step.
 
@@ -42,7 +45,7 @@ PRESETS = {
     # Qwen2.5-7B teacher (d 3584, 152064 head rows) -> TinyLlama-1.1B student (d 2048, 32000).
     "paper": (8, 512, 152064, 32000, 3584, 2048),
 }
-RUNS = "sft,dskd,kd,exact_kd,chunk_kd,exact_kd+chunk_kd,dskd+exact_kd,dskd:naive,dskd:loop"
+RUNS = "sft,dskd,kd,exact_kd,chunk_kd,exact_kd+chunk_kd,dskd+exact_kd,byte_kd,dskd:naive,dskd:loop"
 
 
 def _cpu_peak_reset() -> None:
@@ -114,6 +117,7 @@ def _loop_gather(align, h_t, h_s, W_t, t2s):
 
 def worker(args: argparse.Namespace) -> None:
     import torch
+    from byte_synthetic import synthetic_byte_targets, synthetic_tables
 
     from dskd_align.torch.losses import dskd_terms, gold_cross_entropy
     from dskd_align.torch.objectives import build_loss
@@ -144,6 +148,12 @@ def worker(args: argparse.Namespace) -> None:
 
     Vocab.t2s, Vocab.s2t = t2s.to(dev), s2t.to(dev)
     vocab = None if name == "kd" else Vocab
+    if name == "byte_kd":  # its tables and targets (the collator's job), before the timed steps
+        gb = torch.Generator(device="cpu").manual_seed(1)  # g's draws stay those of other runs
+        vocab = synthetic_tables(vt, vs, gb)
+        labels = batch["student_labels"].cpu()
+        fields = synthetic_byte_targets(labels, vt, vs, args.byte_ext, gb)
+        batch.update({k: v.to(dev) for k, v in fields.items()})
     chunk = None if impl else args.chunk
     loss_fn = build_loss(name, W_t, head.weight.detach(), vocab, chunk_size=chunk).to(dev)
     params = [*body.parameters(), *head.parameters(), *loss_fn.parameters()]
@@ -197,7 +207,8 @@ def worker(args: argparse.Namespace) -> None:
         "step_s": sorted(times)[len(times) // 2],
         "peak_mb": peak / 2**20,
         "peak_over_base_mb": (peak - base) / 2**20,
-        "aligned": int(align[0].shape[0]),
+        # byte_kd's rows are its targets, not the exact pairs
+        "aligned": int(batch["byte_batch"].numel() if name == "byte_kd" else align[0].shape[0]),
         "loss": float(loss),
     }
     print(json.dumps(out))
@@ -212,6 +223,7 @@ def main() -> None:
     ap.add_argument("--dtype", choices=["bf16", "fp32"], help="default: bf16 on CUDA, fp32 on CPU")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--chunk", type=int, default=256)
+    ap.add_argument("--byte-ext", type=int, default=55, help="byte_kd: extension entries/target")
     ap.add_argument("--runs", default=RUNS, help=f"default: {RUNS}")
     ap.add_argument("--run", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -226,7 +238,7 @@ def main() -> None:
         return
     here = os.path.abspath(__file__)
     common = [f"--device={args.device}", f"--shapes={args.shapes}", f"--dtype={args.dtype}"]
-    common += [f"--steps={args.steps}", f"--chunk={args.chunk}"]
+    common += [f"--steps={args.steps}", f"--chunk={args.chunk}", f"--byte-ext={args.byte_ext}"]
     rows = []
     for run in args.runs.split(","):
         proc = subprocess.run(
@@ -240,10 +252,13 @@ def main() -> None:
     B, L, vt, vs, dt, ds = args.shape
     print(
         f"device={args.device} dtype={args.dtype} B={B} L={L} V_t={vt} V_s={vs} d_t={dt} "
-        f"d_s={ds} chunk={args.chunk} steps={args.steps} (median)"
+        f"d_s={ds} chunk={args.chunk} steps={args.steps} (median) byte_ext={args.byte_ext}"
     )
     sft = next((r["step_s"] for r in rows if r["run"] == "sft" and "error" not in r), None)
-    print("| loss | pairs | step s | x sft | peak MB | peak over start MB | loss after steps |")
+    print(
+        "| loss | pairs (byte_kd: targets) | step s | x sft | peak MB | peak over start MB "
+        "| loss after steps |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         if "error" in r:

@@ -14,7 +14,10 @@ exist before the reset, so they are not counted; gradient buffers created by the
     python benches/loss_memory.py --out benches/results/loss_memory.md
     python benches/loss_memory.py --loss exact_kd      # any build_loss name but "kd"
 
-For ``chunk_kd`` the sequence is split into chunks of 2 tokens on both sides (n/2 chunks).
+For ``chunk_kd`` the sequence is split into chunks of 2 tokens on both sides (n/2 chunks). For
+``byte_kd`` the tables and targets are synthetic (``byte_synthetic.py``): ~90 % of the n tokens
+get a target, each with ``--byte-ext`` extension entries (55 by default, the demo's count; ~6000
+for a Qwen2.5 teacher); they are built before the measured step, as the collator would.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ def _reset_peak() -> bool:
 def worker(args: argparse.Namespace) -> None:
     """One mode in this (fresh) process; prints one JSON line, saves the gradients to args.save."""
     import torch
+    from byte_synthetic import synthetic_byte_targets, synthetic_tables
 
     from dskd_align.torch.objectives import build_loss
 
@@ -67,9 +71,11 @@ def worker(args: argparse.Namespace) -> None:
     Vocab.t2s = t2s
     Vocab.s2t = torch.full((vs,), -1, dtype=torch.long)
     Vocab.s2t[o_s] = o_t
+    gb = torch.Generator().manual_seed(args.seed + 1)  # byte_kd's own draws: the rest unchanged
+    vocab = synthetic_tables(vt, vs, gb) if args.loss == "byte_kd" else Vocab
     chunk = None if args.mode == "naive" else args.chunk
     loss_fn = build_loss(
-        args.loss, W_t, W_s.detach(), Vocab, divergence=args.divergence, chunk_size=chunk
+        args.loss, W_t, W_s.detach(), vocab, divergence=args.divergence, chunk_size=chunk
     )
     proj = [p for p in loss_fn.parameters() if p.requires_grad]
     # One sequence of n+1 tokens per side: n aligned prediction positions, n gold labels.
@@ -104,6 +110,9 @@ def worker(args: argparse.Namespace) -> None:
     warm["student_chunk_ids"][:, 5:] = -1
     for k in ("align_batch", "align_teacher_pos", "align_student_pos"):
         warm[k] = batch[k][:4]
+    if args.loss == "byte_kd":
+        batch.update(synthetic_byte_targets(labels, vt, vs, args.byte_ext, gb))
+        warm.update(synthetic_byte_targets(warm["student_labels"], vt, vs, args.byte_ext, gb))
     run(warm)[0].backward()
     clear()
     rss_before = _status_kb("VmRSS")
@@ -150,6 +159,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=256)
     ap.add_argument("--divergence", default="forward_kl")
     ap.add_argument("--loss", default="dskd", help="a build_loss name (not 'kd')")
+    ap.add_argument("--byte-ext", type=int, default=55, help="byte_kd: extension entries/target")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reps", type=int, default=3, help="timed steps per mode (median)")
     ap.add_argument("--quick", action="store_true", help="N=512, V 16384/8000, d 256/128, chunk 64")
@@ -171,6 +181,7 @@ def main() -> None:
     passthrough = [f"--{k}={getattr(args, k)}" for k in ("n", "vt", "vs", "dt", "ds", "overlap")]
     passthrough += [f"--chunk={args.chunk}", f"--divergence={args.divergence}"]
     passthrough += [f"--seed={args.seed}", f"--reps={args.reps}", f"--loss={args.loss}"]
+    passthrough += [f"--byte-ext={args.byte_ext}"]
     results, grads = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("naive", "chunked"):
@@ -190,7 +201,8 @@ def main() -> None:
         f"loss={args.loss} N_aligned={args.n} V_t={args.vt} V_s={args.vs} d_t={args.dt} "
         f"d_s={args.ds} "
         f"chunk={args.chunk} divergence={args.divergence} float32 CPU, "
-        f"{nv['threads']} threads; |A'|={nv['n_valid']} |G|={nv['n_agree']}",
+        f"{nv['threads']} threads; |A'|={nv['n_valid']} |G|={nv['n_agree']}"
+        + (f"; byte_ext={args.byte_ext}" if args.loss == "byte_kd" else ""),
         "",
         f"| mode | peak MB (RSS growth, fwd+bwd) | time s (median of {args.reps}) | loss |",
         "|---|---:|---:|---:|",
