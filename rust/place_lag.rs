@@ -124,7 +124,9 @@ fn composes(c: char) -> bool {
 /// ("ﬁ\x08": `f` on "ﬁ", `i` on the `\x08`; "Ǆ\x08": `▁D` on "Ǆ", an `<unk>` for `Ž` on the
 /// `\x08`), so token `i` stands for only part of its characters and the next one for none of
 /// the `\x08`: both are unpairable, like pieces of one character whose offsets overlap. (A
-/// legitimate `<unk>` for a kept `\x00` there costs a pair, never makes a wrong one.)
+/// legitimate `<unk>` for a kept `\x00` there costs a pair, never makes a wrong one.) The same on
+/// characters that [`composes`] ("Ǆ" + U+0301: the `<unk>` for "Ž́" reported on the U+0301),
+/// unless the next token's own bytes lie there (a real U+0301 token).
 pub(super) fn spills_onto_dropped<'b>(
     text: &str,
     offsets: &[(usize, usize)],
@@ -137,9 +139,11 @@ pub(super) fn spills_onto_dropped<'b>(
     let chars = text
         .get(ks..ke)
         .filter(|s| ks == offsets[i].1 && !s.is_empty())?;
-    let dropped = |c: char| droppable(c) && !c.is_whitespace();
-    let stands_for_other = token_bytes(k).is_none_or(|b| spells(b) && !starts_dropped(b));
-    (chars.chars().all(dropped) && stands_for_other).then_some(k)
+    let absorbed = |c: char| (droppable(c) && !c.is_whitespace()) || composes(c);
+    let own = token_bytes(k);
+    let stands_for_other = own.is_none_or(|b| spells(b) && !starts_dropped(b));
+    let lies_there = own.is_some_and(|b| match_at(text.as_bytes(), ks, b).is_some());
+    (chars.chars().all(absorbed) && stands_for_other && !lies_there).then_some(k)
 }
 
 /// Whether bytes (less a leading space) start with a droppable character.

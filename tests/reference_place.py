@@ -8,6 +8,7 @@ from __future__ import annotations
 from reference_lag import (
     advance_chars,
     chars_between,
+    composes,
     confirms_lag,
     dropped,
     lag_chars,
@@ -175,4 +176,8 @@ def spills_onto_dropped(t, byte_offsets, special, token_bytes, i: int) -> int | 
     chars = chars_between(t, *byte_offsets[k])
     own = token_bytes[k] if token_bytes is not None else None
     other = own is None or (spells(own) and not starts_dropped(own))
-    return k if chars and all(map(dropped, chars)) and other else None
+    # or on characters that compose with it (the <unk> for "Ž́" of "Ǆ" + U+0301 on the U+0301),
+    # unless its own bytes lie there
+    lies_there = own is not None and match_at(t, byte_offsets[k][0], own) is not None
+    absorbed = chars and all(dropped(c) or composes(c) for c in chars)
+    return k if absorbed and other and not lies_there else None
