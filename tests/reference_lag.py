@@ -73,13 +73,13 @@ def lag_chars(t, bs: int, be: int, pos: int, own: bytes | None, holds) -> int | 
     if first[0] in WHITE_SPACE and pos < bs:
         # reported on whitespace after dropped characters: as many as were dropped, at most
         before = chars_between(t, pos, bs) if bs - pos <= SKIP_LIMIT else None
-        n = sum(map(dropped, before or ""))
+        n = sum(map(droppable, before or ""))
         return next((lag for lag in list(range(n, 0, -1))[:LAG_TRIES] if holds(lag)), None)
-    if not dropped(first[0]):
+    if not droppable(first[0]):  # whitespace too: t5-small drops a leading \x0b
         return None
     start = max(bs, pos)
     q, limit = start, start + SKIP_LIMIT
-    while q < limit and q in t.starting_at and dropped(t.starting_at[q][1]):
+    while q < limit and q in t.starting_at and droppable(t.starting_at[q][1]):
         q = t.starting_at[q][0]
 
     def count(b: int) -> int:
