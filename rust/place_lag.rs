@@ -9,13 +9,14 @@ use super::{droppable, match_at, spells, SKIP_LIMIT};
 /// text, where it shows (`None`: no sign here). The `tokenizers` crate reports every token of
 /// t5-small (precompiled normalizer) that many characters early when the text *starts* with
 /// characters the normalizer drops (`\x08`; dropped characters later in the text shift nothing).
-/// The sign: its reported characters start with a dropped one (droppable, not whitespace, which a
-/// tokenizer keeps as `▁`/`Ġ`) while its bytes are unknown or spell something that starts
-/// otherwise (an `<unk>` or `▁fi` does not stand for a `\x08`): then the droppable characters from
-/// there on are what was dropped ("\x08你好" with `<unk>` reported on "\x08你"), if `holds`
-/// confirms it (see [`confirms_lag`]: t5-small keeps a `\x00` as an `<unk>` with right offsets).
-/// Or its reported characters start with whitespace after `pos`, past dropped characters: at most
-/// as many as those (the spaces of "\x08   你好" hide the sign above).
+/// The sign: its reported characters start with a droppable one (whitespace too: t5-small drops
+/// a leading `\x0b`; a space kept as `▁` gives no lag that the tokens after confirm) while its
+/// bytes are unknown or spell something that starts otherwise (an `<unk>` or `▁fi` does not
+/// stand for a `\x08`): then the droppable characters from there on are what was dropped
+/// ("\x08你好" with `<unk>` reported on "\x08你"), if `holds` confirms it (see [`confirms_lag`]:
+/// t5-small keeps a `\x00` as an `<unk>` with right offsets). Or its reported characters start
+/// with whitespace after `pos`, past droppable characters: at most as many as those (the spaces
+/// of "\x08   你好" hide the sign above).
 /// A token that merely starts before `pos` is no sign: the previous token may have overrun (BERT's
 /// `##i` for "í" found at the next word's "i"). Lags past [`SKIP_LIMIT`] bytes count as none,
 /// keeping the work per token bounded.
