@@ -147,7 +147,7 @@ pub fn place_tokens<'b>(
                     // characters of its span.
                     let piece = own.is_some_and(|b| std::str::from_utf8(b).is_err());
                     let part = spilled == Some(i);
-                    spilled = spills_onto_dropped(text, offsets, special, &token_bytes, i);
+                    spilled = spills_onto_dropped(text, offsets, special, &token_bytes, i, lag);
                     if shared
                         || piece
                         || part

@@ -83,7 +83,7 @@ def place(t: Text, side: Side) -> tuple[list[tuple[int, int]], list[bool]]:
                 piece = own is not None and not _is_utf8(own)
                 spelled = own is not None and spells(own)
                 part = spilled == i
-                spilled = spills_onto_dropped(t, byte_offsets, side.special, tb, i)
+                spilled = spills_onto_dropped(t, byte_offsets, side.special, tb, i, lag)
                 unpairable[i] = (
                     shared or (spelled and dropped_only) or piece or part or spilled is not None
                 )
@@ -165,7 +165,7 @@ def find(t: Text, pos: int, lo: int, hi: int, own: bytes) -> tuple[int, int] | N
     return None
 
 
-def spills_onto_dropped(t, byte_offsets, special, token_bytes, i: int) -> int | None:
+def spills_onto_dropped(t, byte_offsets, special, token_bytes, i: int, lag: int) -> int | None:
     """The next text token when it starts right where case-3 token ``i``'s reported characters
     end, is reported on dropped characters only, and its bytes are unknown or do not stand for
     dropped characters: t5-small reports the second part of an NFKC expansion there ("ﬁ\\x08":
@@ -179,5 +179,9 @@ def spills_onto_dropped(t, byte_offsets, special, token_bytes, i: int) -> int | 
     # or on characters that compose with it (the <unk> for "Ž́" of "Ǆ" + U+0301 on the U+0301),
     # unless its own bytes lie there
     lies_there = own is not None and match_at(t, byte_offsets[k][0], own) is not None
-    absorbed = chars and all(dropped(c) or composes(c) for c in chars)
+    # all of them absorbed, or from the first on where no lag explains it
+    absorbed = chars and (
+        all(dropped(c) or composes(c) for c in chars)
+        or (lag == 0 and (dropped(chars[0]) or composes(chars[0])))
+    )
     return k if absorbed and other and not lies_there else None

@@ -258,3 +258,6 @@ def test_fuzz_regression_t5_expansion_before_a_combining_mark():
         a = dskd_align.Aligner(t5, t5)(text)
         assert check(text, a, t5, t5, norm, norm).wrong_pairs == 0
         assert a.pairs.tolist() == ([[2, 2]] if text.endswith("a") else [])
+    # an <unk> for "Ž{" reported from a dropped \x1f on: the same
+    a = dskd_align.Aligner(t5, t5)("Ǆ\x1f{")
+    assert check("Ǆ\x1f{", a, t5, t5, norm, norm).wrong_pairs == 0 and a.pairs.tolist() == []
