@@ -142,7 +142,8 @@ pub fn place_tokens<'b>(
                         carried = lag_chars(text, offsets[i], pos, own, holds).unwrap_or(carried);
                         carried
                     };
-                    let end = normalized_end(text, offsets, next, next_bytes, i, pos, lag);
+                    let end =
+                        normalized_end(text, (offsets, special), (next, next_bytes), i, pos, lag);
                     // A byte piece not found where it belongs cannot stand for the whole
                     // characters of its span.
                     let piece = own.is_some_and(|b| std::str::from_utf8(b).is_err());
@@ -236,9 +237,8 @@ fn next_token(offsets: &[(usize, usize)], special: &[bool], i: usize) -> Option<
 /// bytes are in the text, and without the lag the `<unk>` ends on the `\x08` and `2` takes "{²").
 fn normalized_end(
     text: &str,
-    offsets: &[(usize, usize)],
-    next: Option<usize>,
-    next_bytes: Option<&[u8]>,
+    (offsets, special): (&[(usize, usize)], &[bool]),
+    (next, next_bytes): (Option<usize>, Option<&[u8]>),
     i: usize,
     pos: usize,
     lag: usize,
@@ -257,6 +257,13 @@ fn normalized_end(
             reach.max(advance_chars(text, offsets[k].1, lag)),
         );
         let last = floor.saturating_add(SKIP_LIMIT).min(t.len());
+        // A droppable character that a later token is reported on was kept, not dropped: the
+        // search stops there (nfd-bpe's `\x08` token on "dé\x08" + U+0301; without this `de`
+        // took the `\x08` and the `é`'s U+0301 the text's).
+        let kept_from = next_token(offsets, special, k).map_or(usize::MAX, |m| {
+            let s = offsets[m].0;
+            advance_chars(text, s, lag).max(s.saturating_add(byte_lag))
+        });
         let mut at = floor;
         while at <= last {
             // The match must reach into the next token's reported characters: an earlier copy
@@ -268,7 +275,9 @@ fn normalized_end(
                 return Some(at);
             }
             match text.get(at..).and_then(|r| r.chars().next()) {
-                Some(c) if at < reach || (droppable(c) && !c.is_whitespace()) => at += c.len_utf8(),
+                Some(c) if at < reach || (droppable(c) && !c.is_whitespace() && at < kept_from) => {
+                    at += c.len_utf8()
+                }
                 None if at < reach => at += 1,
                 _ => return None,
             }

@@ -17,6 +17,8 @@ from reference_lag import (
 )
 from reference_text import SKIP_LIMIT, WHITE_SPACE, Side, Text, droppable, match_at
 
+INF = float("inf")
+
 
 def _is_utf8(b: bytes) -> bool:
     try:
@@ -71,7 +73,8 @@ def place(t: Text, side: Side) -> tuple[list[tuple[int, int]], list[bool]]:
                     found_lag = lag_chars(t, lo, hi, pos, own, holds)
                     lag = carried = carried if found_lag is None else found_lag
                 nb = None if nxt is None else tb[nxt]
-                span = (pos, normalized_end(t, lo, hi, pos, byte_offsets, nxt, nb, lag))
+                end = normalized_end(t, lo, hi, pos, byte_offsets, side.special, nxt, nb, lag)
+                span = (pos, end)
                 # bytes that spell something, on a span of droppable characters only: lagging
                 # offsets left it on dropped text, which it does not stand for
                 try:
@@ -104,7 +107,7 @@ def prev_token(special, i: int) -> int | None:
     return next((k for k in range(i - 1, -1, -1) if not special[k]), None)
 
 
-def normalized_end(t: Text, lo: int, hi: int, pos: int, byte_offsets, nxt, nb, lag: int) -> int:
+def normalized_end(t: Text, lo, hi, pos, byte_offsets, special, nxt, nb, lag: int) -> int:
     """To where the next token starts (less whitespace just before it), at least to ``hi``:
     where its own bytes ``nb`` are found from ``max(hi, pos)`` on, passing only over its reported
     characters and droppable non-whitespace ones (at most SKIP_LIMIT bytes), else its reported
@@ -115,6 +118,11 @@ def normalized_end(t: Text, lo: int, hi: int, pos: int, byte_offsets, nxt, nb, l
         # (by as much again as this token's own offsets lag behind pos, or by the lag)
         reach = byte_offsets[nxt][1] + max(0, pos - lo)
         at, reach = floor, max(reach, advance_chars(t, byte_offsets[nxt][1], lag))
+        # a droppable character that a later token is reported on was kept: the search stops
+        after = next_token(byte_offsets, special, nxt)
+        kept_from = INF if after is None else byte_offsets[after][0]
+        if after is not None:
+            kept_from = max(advance_chars(t, kept_from, lag), kept_from + max(0, pos - lo))
         while at <= min(floor + SKIP_LIMIT, len(t.raw)):
             m = match_at(t, at, nb)
             ks, ke = byte_offsets[nxt]
@@ -123,7 +131,8 @@ def normalized_end(t: Text, lo: int, hi: int, pos: int, byte_offsets, nxt, nb, l
             if m is not None and m > at and (m > ks or (ks == ke and m >= ks)):
                 end = at
                 break
-            if at in t.starting_at and (at < reach or dropped(t.starting_at[at][1])):
+            ch = t.starting_at.get(at, (0, ""))[1]
+            if at in t.starting_at and (at < reach or (dropped(ch) and at < kept_from)):
                 at = t.starting_at[at][0]
             elif at not in t.starting_at and at < reach:
                 at += 1

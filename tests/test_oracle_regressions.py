@@ -261,3 +261,16 @@ def test_fuzz_regression_t5_expansion_before_a_combining_mark():
     # an <unk> for "Ž{" reported from a dropped \x1f on: the same
     a = dskd_align.Aligner(t5, t5)("Ǆ\x1f{")
     assert check("Ǆ\x1f{", a, t5, t5, norm, norm).wrong_pairs == 0 and a.pairs.tolist() == []
+
+
+def test_fuzz_regression_a_kept_control_stops_the_next_token_search():
+    """Found by tests/test_oracle_fuzz.py: nfd-bpe on "dé\\x08" + U+0301 writes `de`, the U+0301 of
+    "é", a `\\x08` token and the text's U+0301. `de` (case 3) looked for the next token's bytes
+    past the `\\x08` as if it were dropped, found the text's U+0301, and every token after it
+    shifted (the two `\\x08`s paired on an empty span). A droppable character that a later token
+    is reported on was kept: the search stops there (rust/place.rs, `normalized_end`)."""
+    (nfd, norm) = side("nfd-bpe")
+    text = "Ünïcödé\x08\u0301"
+    a = dskd_align.Aligner(nfd, nfd)(text)
+    assert check(text, a, nfd, nfd, norm, norm).wrong_pairs == 0
+    assert _spans(a, "teacher")[-2:] == [b"\x08", "\u0301".encode()]
