@@ -85,7 +85,10 @@ pub(super) fn confirms_lag<'b>(
     let lies_at = |p: usize, b: &[u8]| match_at(t, p, b).is_some_and(|end| end > p);
     let later = (i + 1..offsets.len()).filter(|&k| !special[k]);
     for k in later.take(CONFIRM_TOKENS) {
-        let Some(b) = token_bytes(k) else { continue };
+        // Whitespace-only bytes (a `▁`) lie at any space of the text: no evidence either way.
+        let Some(b) = token_bytes(k).filter(|b| !super::all_whitespace(b)) else {
+            continue;
+        };
         let s = offsets[k].0;
         // A smaller lag that fits says no (t5-small composing NFD "U" + U+0308 after a dropped
         // `\x08` and a kept `\x00`: `n` lies one character on, not two).

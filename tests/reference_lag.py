@@ -22,6 +22,14 @@ def chars_between(t, a: int, b: int) -> str | None:
     return t.raw[a:b].decode("utf-8")
 
 
+def all_whitespace(b: bytes) -> bool:
+    """Bytes that are valid UTF-8 made only of White_Space characters."""
+    try:
+        return all(c in WHITE_SPACE for c in b.decode("utf-8"))
+    except UnicodeDecodeError:
+        return False
+
+
 def dropped(ch: str) -> bool:
     return droppable(ch) and ch not in WHITE_SPACE
 
@@ -109,7 +117,8 @@ def confirms_lag(t, byte_offsets, special, token_bytes, i: int, lag: int) -> boo
     later = [k for k in range(i + 1, len(byte_offsets)) if not special[k]][:CONFIRM_TOKENS]
     for k in later:
         b = token_bytes[k] if token_bytes is not None else None
-        if b is None:
+        # whitespace-only bytes (a lone dummy-prefix space) lie at any space: no evidence
+        if b is None or all_whitespace(b):
             continue
         s = byte_offsets[k][0]
         smaller = [0, *range(max(lag - LAG_TRIES, 1), lag)]

@@ -274,3 +274,17 @@ def test_fuzz_regression_a_kept_control_stops_the_next_token_search():
     a = dskd_align.Aligner(nfd, nfd)(text)
     assert check(text, a, nfd, nfd, norm, norm).wrong_pairs == 0
     assert _spans(a, "teacher")[-2:] == [b"\x08", "\u0301".encode()]
+
+
+def test_fuzz_regression_a_lone_space_token_confirms_no_lag():
+    """Found by tests/test_oracle_fuzz.py: t5-small on "\\x80   İ\\t\\t  \\x00hello" (right offsets
+    throughout) took its `<unk>` for the kept `\\x80` to lag three characters, because a later
+    `▁` (bytes " ") lay three characters past its reported start, at one of the spaces; `h` and
+    `ello` then shifted onto "llo". A whitespace-only token is no evidence for or against a lag
+    (rust/place_lag.rs, `confirms_lag`)."""
+    require_real("t5-small")
+    (t5, norm) = side("t5-small")
+    text = "\x80   İ\t\t  \x00hello"
+    a = dskd_align.Aligner(t5, t5)(text)
+    assert check(text, a, t5, t5, norm, norm).wrong_pairs == 0
+    assert _spans(a, "teacher")[-2:] == [b"h", b"ello"]
