@@ -142,10 +142,15 @@ pub(super) fn spills_onto_dropped<'b>(
     lag: usize,
 ) -> Option<usize> {
     let k = super::next_token(offsets, special, i).filter(|&k| !special[k])?;
-    let (ks, ke) = offsets[k];
+    // Where the next token's reported characters really are: as far on as the offsets lag
+    // (t5-small on "\x08Ǆ\x08": the `<unk>` for `Ž`, reported on "Ǆ", is on the last `\x08`).
+    let (ks, ke) = (
+        advance_chars(text, offsets[k].0, lag),
+        advance_chars(text, offsets[k].1, lag),
+    );
     let chars = text
         .get(ks..ke)
-        .filter(|s| ks == offsets[i].1 && !s.is_empty())?;
+        .filter(|s| offsets[k].0 == offsets[i].1 && !s.is_empty())?;
     let absorbed = |c: char| (droppable(c) && !c.is_whitespace()) || composes(c);
     let own = token_bytes(k);
     let stands_for_other = own.is_none_or(|b| spells(b) && !starts_dropped(b));

@@ -130,7 +130,10 @@ fn a_normalized_token_reported_on_a_dropped_character() {
         [Some(b" fi".as_slice()), None][i]
     });
     assert_eq!(p.spans, vec![Span::new(0, 4), Span::new(4, 5)]);
-    assert!(p.unpairable.is_empty());
+    // Both unpairable all the same: an `<unk>` on a control character right after a normalized
+    // token may be the second part of its expansion ("\x08Ǆ\x08": the `<unk>` for `Ž`), which
+    // bytes and offsets cannot tell from a kept `\x00`: a pair lost, never a wrong one.
+    assert_eq!(p.unpairable, vec![true, true]);
     // Where the next token's own bytes say the token ends on the `\x08`, it is left there and
     // may not pair: it does not stand for a dropped character.
     let p = place_tokens("\x08x", &[(0, 1), (1, 2)], &[false; 2], |i| {

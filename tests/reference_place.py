@@ -182,12 +182,14 @@ def spills_onto_dropped(t, byte_offsets, special, token_bytes, i: int, lag: int)
     k = next_token(byte_offsets, special, i)
     if k is None or special[k] or byte_offsets[k][0] != byte_offsets[i][1]:
         return None
-    chars = chars_between(t, *byte_offsets[k])
+    # where its reported characters really are: as far on as the offsets lag
+    ks, ke = (advance_chars(t, x, lag) for x in byte_offsets[k])
+    chars = chars_between(t, ks, ke)
     own = token_bytes[k] if token_bytes is not None else None
     other = own is None or (spells(own) and not starts_dropped(own))
     # or on characters that compose with it (the <unk> for "Ž́" of "Ǆ" + U+0301 on the U+0301),
     # unless its own bytes lie there
-    lies_there = own is not None and match_at(t, byte_offsets[k][0], own) is not None
+    lies_there = own is not None and match_at(t, ks, own) is not None
     # all of them absorbed, or from the first on where no lag explains it
     absorbed = chars and (
         all(dropped(c) or composes(c) for c in chars)

@@ -288,3 +288,15 @@ def test_fuzz_regression_a_lone_space_token_confirms_no_lag():
     a = dskd_align.Aligner(t5, t5)(text)
     assert check(text, a, t5, t5, norm, norm).wrong_pairs == 0
     assert _spans(a, "teacher")[-2:] == [b"h", b"ello"]
+
+
+def test_fuzz_regression_t5_expansion_spilled_under_a_lag():
+    """Found by tests/test_oracle_fuzz.py: t5-small on "\\x08Ǆ\\x08" reports every token one
+    character early (the leading `\\x08`): `▁D` on the first `\\x08`, the `<unk>` for `Ž` on "Ǆ",
+    that is, really on the last `\\x08`. The spill of the expansion is seen only where the
+    offsets really are (rust/place_lag.rs, `spills_onto_dropped` moves them on by the lag)."""
+    require_real("t5-small")
+    (t5, norm) = side("t5-small")
+    a = dskd_align.Aligner(t5, t5)("\x08Ǆ\x08")
+    assert check("\x08Ǆ\x08", a, t5, t5, norm, norm).wrong_pairs == 0
+    assert a.pairs.tolist() == []
