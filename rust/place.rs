@@ -264,18 +264,23 @@ fn normalized_end(
             let s = offsets[m].0;
             advance_chars(text, s, lag).max(s.saturating_add(byte_lag))
         });
-        let mut at = floor;
+        let (mut at, mut skipped) = (floor, false);
         while at <= last {
             // The match must reach into the next token's reported characters: an earlier copy
             // wholly before them is not it (Qwen's NFC `dé` for "e" + U+0301 reported on "de",
-            // then U+0301 reported on the second U+0301: the first one is the `é`'s).
+            // then U+0301 reported on the second U+0301: the first one is the `é`'s). It must
+            // also start within them, unless they are empty or the search passed a dropped
+            // character (their offsets may then lag by more than `lag` says): nfkc-lower-trim's
+            // NFKC " " for "¸" on "A¸   " is not the text's space after the "¸".
             let (ks, ke) = offsets[k];
+            let within = at < reach || ks == ke || skipped;
             let into = |end: usize| end > at && (end > ks || (ks == ke && end >= ks));
-            if match_at(t, at, nb).is_some_and(into) {
+            if within && match_at(t, at, nb).is_some_and(into) {
                 return Some(at);
             }
             match text.get(at..).and_then(|r| r.chars().next()) {
                 Some(c) if at < reach || (droppable(c) && !c.is_whitespace() && at < kept_from) => {
+                    skipped |= droppable(c) && !c.is_whitespace();
                     at += c.len_utf8()
                 }
                 None if at < reach => at += 1,

@@ -123,16 +123,20 @@ def normalized_end(t: Text, lo, hi, pos, byte_offsets, special, nxt, nb, lag: in
         kept_from = INF if after is None else byte_offsets[after][0]
         if after is not None:
             kept_from = max(advance_chars(t, kept_from, lag), kept_from + max(0, pos - lo))
+        skipped = False
         while at <= min(floor + SKIP_LIMIT, len(t.raw)):
             m = match_at(t, at, nb)
             ks, ke = byte_offsets[nxt]
-            # the match must reach into the next token's reported characters: an earlier copy
-            # wholly before them is not it
-            if m is not None and m > at and (m > ks or (ks == ke and m >= ks)):
+            # the match must reach into the next token's reported characters (an earlier copy
+            # wholly before them is not it) and start within them, unless they are empty or a
+            # dropped character was passed
+            within = at < reach or ks == ke or skipped
+            if within and m is not None and m > at and (m > ks or (ks == ke and m >= ks)):
                 end = at
                 break
             ch = t.starting_at.get(at, (0, ""))[1]
             if at in t.starting_at and (at < reach or (dropped(ch) and at < kept_from)):
+                skipped = skipped or dropped(ch)
                 at = t.starting_at[at][0]
             elif at not in t.starting_at and at < reach:
                 at += 1
