@@ -155,11 +155,10 @@ pub(super) fn spills_onto_dropped<'b>(
     let own = token_bytes(k);
     let stands_for_other = own.is_none_or(|b| spells(b) && !starts_dropped(b));
     let lies_there = own.is_some_and(|b| match_at(text.as_bytes(), ks, b).is_some());
-    // From an absorbed character on only where no lag explains it (t5-small's `23` for "²³"
-    // reported from the second dropped `\x08` of "\x08\x08{²³" on).
-    let all = chars.chars().all(absorbed);
-    let first = lag == 0 && chars.chars().next().is_some_and(absorbed);
-    ((all || first) && stands_for_other && !lies_there).then_some(k)
+    // From an absorbed character on, with more text after it or not (t5-small on "\x08Ǆ\x08Å":
+    // `ŽÅ` reported on "Ǆ\x08", one character early, so on "\x08Å").
+    let first = chars.chars().next().is_some_and(absorbed);
+    (first && stands_for_other && !lies_there).then_some(k)
 }
 
 /// Whether bytes (less a leading space) start with a droppable character.

@@ -194,9 +194,6 @@ def spills_onto_dropped(t, byte_offsets, special, token_bytes, i: int, lag: int)
     # or on characters that compose with it (the <unk> for "Ž́" of "Ǆ" + U+0301 on the U+0301),
     # unless its own bytes lie there
     lies_there = own is not None and match_at(t, ks, own) is not None
-    # all of them absorbed, or from the first on where no lag explains it
-    absorbed = chars and (
-        all(dropped(c) or composes(c) for c in chars)
-        or (lag == 0 and (dropped(chars[0]) or composes(chars[0])))
-    )
+    # from an absorbed character on (its range already moved on by the lag)
+    absorbed = chars and (dropped(chars[0]) or composes(chars[0]))
     return k if absorbed and other and not lies_there else None

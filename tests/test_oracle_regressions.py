@@ -261,6 +261,11 @@ def test_fuzz_regression_t5_expansion_before_a_combining_mark():
     # an <unk> for "Ž{" reported from a dropped \x1f on: the same
     a = dskd_align.Aligner(t5, t5)("Ǆ\x1f{")
     assert check("Ǆ\x1f{", a, t5, t5, norm, norm).wrong_pairs == 0 and a.pairs.tolist() == []
+    # after a lag: on "\x08Ǆ\x08Å" `ŽÅ` is reported on "Ǆ\x08" (one character early, so on
+    # "\x08Å"): from a dropped character on, with more text after it (found by the fuzzer;
+    # `▁D` took "\x08Ǆ" and paired with itself)
+    a = dskd_align.Aligner(t5, t5)("\x08Ǆ\x08Å")
+    assert check("\x08Ǆ\x08Å", a, t5, t5, norm, norm).wrong_pairs == 0 and a.pairs.tolist() == []
 
 
 def test_fuzz_regression_a_kept_control_stops_the_next_token_search():
