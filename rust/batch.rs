@@ -7,6 +7,7 @@
 //! Threads: `num_threads` contiguous parts on scoped threads, joined in order, so the result is
 //! identical for any thread count. No global pool (fork safety, see lib.rs).
 
+use crate::drops::Drops;
 use crate::error::{AlignError, Result};
 use crate::span::check_text_len;
 use crate::tokenize::CoreTokenizer;
@@ -122,8 +123,8 @@ pub fn align_text(
     check_text_len(text.len())?;
     let te = teacher.encode(text, add_special_tokens)?;
     let se = student.encode(text, add_special_tokens)?;
-    let t = place(text, te, Some(&teacher.table));
-    let s = place(text, se, Some(&student.table));
+    let t = place(text, te, Some(&teacher.table), Drops::Known(&teacher.drops));
+    let s = place(text, se, Some(&student.table), Drops::Known(&student.drops));
     Ok(align_placed(text, t, s))
 }
 

@@ -50,6 +50,7 @@
 pub mod align;
 pub mod batch;
 pub mod canonical;
+pub mod drops;
 pub mod error;
 mod keys;
 pub mod place;
@@ -69,6 +70,7 @@ mod python;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use align::{AlignOut, Placed};
+use drops::Drops;
 use span::Span;
 use tokenize::Encoded;
 use vocab::TokenTable;
@@ -91,13 +93,12 @@ pub struct RowOut {
     pub align: AlignOut,
 }
 
-/// Places one encoding on the text; `table` gives token bytes by id (`None`: character ranges).
-/// The text is at most [`span::MAX_TEXT_BYTES`] long (entry points check with
-/// [`span::check_text_len`]).
-pub fn place(text: &str, enc: Encoded, table: Option<&TokenTable>) -> SideOut {
-    let p = place::place_tokens(text, &enc.offsets, &enc.special, |i| {
-        table.and_then(|t| t.bytes(enc.ids[i]))
-    });
+/// Places one encoding on the text; `table` gives token bytes by id (`None`: character ranges),
+/// `drops` what the side's normalizer drops. The text is at most [`span::MAX_TEXT_BYTES`] long
+/// (entry points check with [`span::check_text_len`]).
+pub fn place(text: &str, enc: Encoded, table: Option<&TokenTable>, drops: Drops) -> SideOut {
+    let bytes = |i: usize| table.and_then(|t| t.bytes(enc.ids[i]));
+    let p = place::place_tokens_with(text, &enc.offsets, &enc.special, bytes, drops);
     SideOut {
         ids: enc.ids,
         spans: p.spans,

@@ -4,6 +4,7 @@
 //! one job per file; the placement itself stays there.
 
 use super::{droppable, match_at, spells, SKIP_LIMIT};
+use crate::drops::Drops;
 
 /// How many characters the offsets of token `i` (case 3, not sharing characters) lag behind the
 /// text, where it shows (`None`: no sign here). The `tokenizers` crate reports every token of
@@ -19,12 +20,13 @@ use super::{droppable, match_at, spells, SKIP_LIMIT};
 /// of "\x08   你好" hide the sign above).
 /// A token that merely starts before `pos` is no sign: the previous token may have overrun (BERT's
 /// `##i` for "í" found at the next word's "i"). Lags past [`SKIP_LIMIT`] bytes count as none,
-/// keeping the work per token bounded.
+/// keeping the work per token bounded. Where the tokenizer's own normalizer says which
+/// characters it drops (`drops`), only those count as dropped.
 pub(super) fn lag_chars(
     text: &str,
     (bs, be): (usize, usize),
     pos: usize,
-    own: Option<&[u8]>,
+    (own, drops): (Option<&[u8]>, Drops),
     holds: impl Fn(usize) -> bool,
 ) -> Option<usize> {
     let chars = |q: usize| match text.get(bs.min(q)..q) {
@@ -40,16 +42,16 @@ pub(super) fn lag_chars(
             .get(pos..bs)
             .filter(|s| s.len() <= SKIP_LIMIT)
             .unwrap_or("");
-        let n = before.chars().filter(|&c| droppable(c)).count();
+        let n = before.chars().filter(|&c| drops.may_drop(c)).count();
         return (1..=n).rev().take(LAG_TRIES).find(|&l| holds(l));
     }
     // (Whitespace counts as dropped too: t5-small drops a leading `\x0b` but not a space, and a
     // lag that the tokens after do not confirm is not taken.)
-    if first.is_some_and(droppable) && stands_for_other {
+    if first.is_some_and(|c| drops.may_drop(c)) && stands_for_other {
         let mut q = bs.max(pos);
         let limit = q.saturating_add(SKIP_LIMIT);
         while let Some(c) = text.get(q..).and_then(|r| r.chars().next()) {
-            if !droppable(c) || q >= limit {
+            if !drops.may_drop(c) || q >= limit {
                 break;
             }
             q += c.len_utf8();
@@ -72,12 +74,11 @@ const CONFIRM_TOKENS: usize = 32;
 /// whose own bytes lie at its reported start or a few characters less on, but not `lag`
 /// characters on (no), or the other way round (yes); looking at most [`CONFIRM_TOKENS`] tokens
 /// ahead. Undecided, the text must hold `lag` characters that are kept (not whitespace, not
-/// [`composes`], droppable only after an `<unk>`) after the last token's reported end.
+/// [`composes`], and see [`Drops::kept_after`]) after the last token's reported end.
 pub(super) fn confirms_lag<'b>(
     text: &str,
-    offsets: &[(usize, usize)],
-    special: &[bool],
-    token_bytes: &impl Fn(usize) -> Option<&'b [u8]>,
+    (offsets, special): (&[(usize, usize)], &[bool]),
+    (token_bytes, drops): (&impl Fn(usize) -> Option<&'b [u8]>, Drops),
     i: usize,
     lag: usize,
 ) -> bool {
@@ -103,10 +104,10 @@ pub(super) fn confirms_lag<'b>(
     let last = (0..offsets.len()).rev().find(|&k| !special[k]);
     let rest = text.get(last.map_or(0, |k| offsets[k].1)..).unwrap_or("");
     let rest = rest.char_indices().take_while(|&(k, _)| k < SKIP_LIMIT);
-    // A droppable character left there is kept text only for an `<unk>` (t5-small keeps a
-    // `\x00` as one); after a token of known bytes it was dropped, no sign of a lag.
+    // Without the normalizer's answer, a droppable character left there is kept text only for
+    // an `<unk>` (t5-small keeps a `\x00` as one); after a token of known bytes it was dropped.
     let unknown = last.is_some_and(|k| token_bytes(k).is_none());
-    let kept = |c: char| !c.is_whitespace() && !composes(c) && (unknown || !droppable(c));
+    let kept = |c: char| !composes(c) && drops.kept_after(c, unknown);
     rest.filter(|&(_, c)| kept(c)).count() >= lag
 }
 

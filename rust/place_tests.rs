@@ -1,6 +1,7 @@
 //! Unit tests of `place.rs` (rule 1), kept apart so each file stays short.
 
 use super::*;
+use crate::drops::DropSet;
 use crate::span::char_to_byte;
 
 fn spans_of(text: &str, offs: &[(usize, usize)], bytes: &[&[u8]]) -> Vec<(usize, usize)> {
@@ -309,4 +310,26 @@ fn the_second_part_of_an_expansion_on_a_dropped_control() {
         Some([b"e".as_slice(), "\u{8}".as_bytes()][i])
     });
     assert!(!p.unpairable.contains(&true));
+}
+
+#[test]
+fn the_normalizer_says_which_controls_it_drops() {
+    // t5-small on "\x00你好，世界\x08": `<unk>`=(0,3) for "\x00你好" (t5 keeps `\x00`), NFKC
+    // `,`=(3,4), `<unk>`=(4,6). Guessing, the trailing `\x08` may be kept text after an `<unk>`,
+    // so a lag of 1 holds and `,` takes "世"; told that `\x08` is dropped and `\x00` kept, no lag.
+    let text = "\x00你好，世界\x08";
+    let c2b = char_to_byte(text);
+    let offs = [(0, c2b[3]), (c2b[3], c2b[4]), (c2b[4], c2b[6])];
+    let bytes = [None, Some(b",".as_slice()), None];
+    let guess = place_tokens(text, &offs, &[false; 3], |i| bytes[i]);
+    assert_eq!(guess.spans[1], Span::new(c2b[4], c2b[5]));
+    let set = DropSet::from_chars(['\x08']);
+    let told = place_tokens_with(text, &offs, &[false; 3], |i| bytes[i], Drops::Known(&set));
+    assert_eq!(told.spans[1], Span::new(c2b[3], c2b[4]));
+    assert!(told.unpairable.is_empty() || !told.unpairable[1]);
+    // After a dropped character, a span of case 3 rests on a guessed lag: unpairable.
+    let text = "\x08你好，";
+    let offs = [(0, 3), (3, 4)];
+    let told = place_tokens_with(text, &offs, &[false; 2], |i| bytes[i], Drops::Known(&set));
+    assert_eq!(told.unpairable, vec![true, true]);
 }

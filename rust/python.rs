@@ -2,8 +2,10 @@
 //! Arrays leave as 1-D numpy arrays owning the Rust buffers (no copy); Python reshapes views.
 
 use crate::batch::{align_texts, BatchOut, SideFlat};
+use crate::drops::{DropSet, Drops};
 use crate::error::AlignError;
-use crate::span::{char_to_byte, check_text_len, place_tokens, validate_offsets};
+use crate::place::place_tokens_with;
+use crate::span::{char_to_byte, check_text_len, validate_offsets};
 use crate::tokenize::CoreTokenizer as RustTokenizer;
 use crate::{align_placed, SideOut};
 use numpy::IntoPyArray;
@@ -79,6 +81,13 @@ impl CoreTokenizer {
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let id = token_id(id)?;
         Ok(self.inner.table.bytes(id).map(|b| PyBytes::new(py, b)))
+    }
+
+    /// The characters its normalizer drops, of the non-whitespace droppable ones (controls,
+    /// format characters, other default ignorables), each asked on its own.
+    #[getter]
+    fn dropped_chars(&self) -> String {
+        self.inner.drops.chars().iter().collect()
     }
 
     /// Whether `id` is a special added token.
@@ -159,11 +168,12 @@ type SideIn = (
     Vec<(i64, i64)>,
     Vec<bool>,
     Option<Vec<Option<Vec<u8>>>>,
+    Option<String>,
 );
 
 /// Validates one side given in character offsets and places it on the text.
 fn place_side(side: &'static str, text: &str, c2b: &[usize], s: SideIn) -> PyResult<SideOut> {
-    let (ids, offsets, special, bytes) = s;
+    let (ids, offsets, special, bytes, dropped) = s;
     let n_chars = c2b.len() - 1;
     let mut offs = Vec::with_capacity(offsets.len());
     for (i, &(a, b)) in offsets.iter().enumerate() {
@@ -205,9 +215,11 @@ fn place_side(side: &'static str, text: &str, c2b: &[usize], s: SideIn) -> PyRes
     }
     let byte_offs: Vec<(usize, usize)> = offs.iter().map(|&(a, b)| (c2b[a], c2b[b])).collect();
     // Token bytes come per position from Python (no table for this tokenizer), or not at all.
-    let p = place_tokens(text, &byte_offs, &special, |i| {
-        bytes.as_ref().and_then(|b| b[i].as_deref())
-    });
+    // What the normalizer drops comes with the bytes of a `CoreTokenizer`, else is unknown.
+    let drop_set = dropped.map(|d| DropSet::from_chars(d.chars()));
+    let drops = drop_set.as_ref().map_or(Drops::Unknown, Drops::Known);
+    let tb = |i: usize| bytes.as_ref().and_then(|b| b[i].as_deref());
+    let p = place_tokens_with(text, &byte_offs, &special, tb, drops);
     Ok(SideOut {
         ids: u32ids,
         spans: p.spans,
@@ -216,7 +228,8 @@ fn place_side(side: &'static str, text: &str, c2b: &[usize], s: SideIn) -> PyRes
     })
 }
 
-/// Aligns two encodings given as (ids, character offsets, special mask, token bytes or None).
+/// Aligns two encodings given as (ids, character offsets, special mask, token bytes or None,
+/// the characters the normalizer drops or None).
 #[pyfunction]
 fn align_encoded<'py>(
     py: Python<'py>,

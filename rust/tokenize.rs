@@ -7,11 +7,12 @@
 //! real tokenizer and corpus). Truncation and padding stored in the JSON are switched off: an
 //! alignment is always of the whole text.
 
+use crate::drops::DropSet;
 use crate::error::{AlignError, Result};
 use crate::span::snap_to_chars;
 use crate::vocab::{Spelling, TokenTable};
 use std::str::FromStr;
-use tokenizers::Tokenizer;
+use tokenizers::{NormalizedString, Normalizer, Tokenizer};
 
 /// The longest text tokenized in one piece: 8 MiB. Measured (gpt2, `tokenizers` 0.23): encoding
 /// peaks at ~350-400 bytes of memory per token (the crate's `Encoding` keeps a `String` per
@@ -31,10 +32,11 @@ pub struct Encoded {
     pub special: Vec<bool>,
 }
 
-/// A tokenizer plus its token-to-bytes table.
+/// A tokenizer plus its token-to-bytes table and what its normalizer drops.
 pub struct CoreTokenizer {
     tok: Tokenizer,
     pub table: TokenTable,
+    pub drops: DropSet,
 }
 
 impl CoreTokenizer {
@@ -67,7 +69,14 @@ impl CoreTokenizer {
             .map(|(&id, t)| (t.content.clone(), id, t.special))
             .collect();
         let table = TokenTable::build(&spelling, &vocab, &added)?;
-        Ok(CoreTokenizer { tok, table })
+        let drops = match tok.get_normalizer() {
+            Some(n) => DropSet::of(|c| {
+                let mut s = NormalizedString::from(c);
+                n.normalize(&mut s).ok().map(|()| s.get().to_owned())
+            }),
+            None => DropSet::default(),
+        };
+        Ok(CoreTokenizer { tok, table, drops })
     }
 
     /// Encodes one text. Special = added by the post-processor or a special added token (also

@@ -34,6 +34,12 @@ def dropped(ch: str) -> bool:
     return droppable(ch) and ch not in WHITE_SPACE
 
 
+def may_drop(ch: str, known: str | None) -> bool:
+    """Whether the normalizer may have dropped ``ch``: the side's own answer for characters
+    that are not whitespace, where known (Side.dropped), else ``droppable``."""
+    return ch in known if known is not None and ch not in WHITE_SPACE else droppable(ch)
+
+
 # Characters that compose with the one before them: combining marks of the common blocks, kana
 # voicing marks, Hangul medial and final jamo (rust/place_lag.rs `composes`).
 COMPOSING = [
@@ -69,25 +75,26 @@ def advance_chars(t, at: int, n: int) -> int:
     return at + len(rest[:n].encode("utf-8"))
 
 
-def lag_chars(t, bs: int, be: int, pos: int, own: bytes | None, holds) -> int | None:
+def lag_chars(t, bs: int, be: int, pos: int, own: bytes | None, known, holds) -> int | None:
     """How many characters the offsets of a case-3 token lag, where it shows: its reported
     characters start with a dropped one while its bytes are unknown or spell something that does
     not start with one; then the largest lag (of the last LAG_TRIES, from the dropped run that
     starts at ``max(bs, pos)``) that ``holds`` confirms. Reported on whitespace after ``pos``:
-    at most as many as the dropped characters between. None: no sign here."""
+    at most as many as the dropped characters between. None: no sign here. Dropped: see
+    ``may_drop`` (``known``)."""
     first = chars_between(t, bs, be)
     if not first or (own is not None and not (spells(own) and not starts_dropped(own))):
         return None
     if first[0] in WHITE_SPACE and pos < bs:
         # reported on whitespace after dropped characters: as many as were dropped, at most
         before = chars_between(t, pos, bs) if bs - pos <= SKIP_LIMIT else None
-        n = sum(map(droppable, before or ""))
+        n = sum(may_drop(c, known) for c in before or "")
         return next((lag for lag in list(range(n, 0, -1))[:LAG_TRIES] if holds(lag)), None)
-    if not droppable(first[0]):  # whitespace too: t5-small drops a leading \x0b
+    if not may_drop(first[0], known):  # whitespace too: t5-small drops a leading \x0b
         return None
     start = max(bs, pos)
     q, limit = start, start + SKIP_LIMIT
-    while q < limit and q in t.starting_at and droppable(t.starting_at[q][1]):
+    while q < limit and q in t.starting_at and may_drop(t.starting_at[q][1], known):
         q = t.starting_at[q][0]
 
     def count(b: int) -> int:
@@ -102,13 +109,13 @@ def lag_chars(t, bs: int, be: int, pos: int, own: bytes | None, holds) -> int | 
     return None
 
 
-def confirms_lag(t, byte_offsets, special, token_bytes, i: int, lag: int) -> bool:
+def confirms_lag(t, byte_offsets, special, token_bytes, known, i: int, lag: int) -> bool:
     """Whether the text tokens after ``i`` lag by ``lag`` characters: the first whose own bytes
     lie at its reported start or a few characters on (but not ``lag`` on) says no, one whose
     bytes lie ``lag`` characters on (but at no smaller lag) says yes. Undecided after
     CONFIRM_TOKENS tokens, the text must hold ``lag`` kept characters (not whitespace, not
-    ``composes``, droppable only after an ``<unk>``; within SKIP_LIMIT bytes) after the last
-    token's reported end."""
+    ``composes``, not dropped by the normalizer where ``known``, else droppable only after an
+    ``<unk>``; within SKIP_LIMIT bytes) after the last token's reported end."""
 
     def lies_at(p: int, b: bytes) -> bool:
         end = match_at(t, p, b)
@@ -135,8 +142,11 @@ def confirms_lag(t, byte_offsets, special, token_bytes, i: int, lag: int) -> boo
     for ch in rest:
         if offset >= SKIP_LIMIT:
             break
-        # a droppable character there is kept text only for an <unk> (bytes unknown)
+        # unknown normalizer: a droppable character there is kept text only for an <unk>
         unknown = last is not None and (token_bytes is None or token_bytes[last] is None)
-        kept += ch not in WHITE_SPACE and not composes(ch) and (unknown or not droppable(ch))
+        if known is not None:
+            kept += ch not in WHITE_SPACE and not composes(ch) and ch not in known
+        else:
+            kept += ch not in WHITE_SPACE and not composes(ch) and (unknown or not droppable(ch))
         offset += len(ch.encode("utf-8"))
     return kept >= lag

@@ -68,9 +68,9 @@ def place(t: Text, side: Side) -> tuple[list[tuple[int, int]], list[bool]]:
                 else:
 
                     def holds(n, i=i):
-                        return confirms_lag(t, byte_offsets, side.special, tb, i, n)
+                        return confirms_lag(t, byte_offsets, side.special, tb, side.dropped, i, n)
 
-                    found_lag = lag_chars(t, lo, hi, pos, own, holds)
+                    found_lag = lag_chars(t, lo, hi, pos, own, side.dropped, holds)
                     lag = carried = carried if found_lag is None else found_lag
                 nb = None if nxt is None else tb[nxt]
                 end = normalized_end(t, lo, hi, pos, byte_offsets, side.special, nxt, nb, lag)
@@ -87,8 +87,19 @@ def place(t: Text, side: Side) -> tuple[list[tuple[int, int]], list[bool]]:
                 spelled = own is not None and spells(own)
                 part = spilled == i
                 spilled = spills_onto_dropped(t, byte_offsets, side.special, tb, i, lag)
+                # after a character the normalizer is known to drop, the span rests on a
+                # guessed lag: no pair
+                known = side.dropped
+                after_dropped = known is not None and any(
+                    c in known for b, (_, c) in t.starting_at.items() if b < end
+                )
                 unpairable[i] = (
-                    shared or (spelled and dropped_only) or piece or part or spilled is not None
+                    shared
+                    or (spelled and dropped_only)
+                    or piece
+                    or part
+                    or spilled is not None
+                    or after_dropped
                 )
         spans.append(span)
         pos = span[1]

@@ -22,6 +22,8 @@ class Side:
     offsets: list[tuple[int, int]]  # characters
     special: list[bool]
     token_bytes: list[bytes | None] | None = None
+    # the non-whitespace droppable characters its normalizer drops, where known (rust/drops.rs)
+    dropped: str | None = None
 
 
 class Text:

@@ -27,7 +27,8 @@ def core_side(core: dskd_align.CoreTokenizer, text: str, add_special: bool) -> S
     ids, boffs, special = core.encode(text, add_special)
     b2c = byte_to_char(text)
     offsets = [(b2c[a], b2c[b]) for a, b in boffs]
-    return Side(list(ids), offsets, list(special), [core.token_bytes(i) for i in ids])
+    tb = [core.token_bytes(i) for i in ids]
+    return Side(list(ids), offsets, list(special), tb, core.dropped_chars)
 
 
 def as_encoding(side: Side) -> dict:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import unicodedata
 
-import pytest
 from families import require_real
+from support import as_encoding, core_side
 from test_oracle import _spans, check, oracle_counts, side
 
 import dskd_align
@@ -78,6 +78,17 @@ def test_fuzz_regression_t5_unknown_and_nfkc_after_dropped_control():
     ):
         a = dskd_align.Aligner(t5, t5)(text)
         assert _spans(a, "teacher") == [x.encode() for x in spans]
+        c = check(text, a, t5, t5, norm, norm)
+        # the core knows t5-small drops `\x08`: tokens of case 3 after it do not pair (their
+        # spans rest on a guessed lag; rust/drops.rs), only the dummy-prefix `▁` (empty) and
+        # `x`, found by their bytes
+        assert c.wrong_pairs == 0 and c.pairs == 1 + text.count("x"), c.examples
+        # encodings without the tokenizer (`Drops::Unknown`): the guessed lag, confirmed, pairs
+        enc = as_encoding(core_side(t5, text, False))
+        tb = t5.token_bytes  # a callable: nothing known about the normalizer
+        a = dskd_align.align_encodings(
+            text, enc, enc, teacher_token_bytes=tb, student_token_bytes=tb
+        )
         c = check(text, a, t5, t5, norm, norm)
         assert c.wrong_pairs == 0 and c.pairs == len(spans) - 1, c.examples
     # llama against t5-small on "\x08你好，世界": t5's `<unk>` for "你好" is reported on "\x08你",
@@ -217,21 +228,25 @@ def test_fuzz_regression_t5_lag_behind_spaces_and_a_vertical_tab():
         assert _spans(a, "student")[2:] == ["，".encode(), "世界".encode()]
 
 
-@pytest.mark.xfail(strict=True, reason="open: a kept \\x00 and a dropped \\x08 look the same")
-def test_fuzz_open_t5_unk_lag_decided_by_a_trailing_control():
-    """Found by tests/test_oracle_fuzz.py, not fixed: t5-small on "\\x00你好，世界\\x08" reports an
-    `<unk>` for "\\x00你好" on exactly those characters (no lag), but nothing in the offsets and
-    bytes tells that from "\\x08你好" (the `\\x08` dropped, the `<unk>` reported one character
-    early): no later token's bytes decide it (`,` is NFKC of "，", the last token an `<unk>`), so
-    the trailing `\\x08` is taken as a kept character after an `<unk>`, as t5-small keeps a
-    `\\x00` ("\\x08ﬁ\\x00", `test_fuzz_regressions`). The lag of 1 then gives NFKC's `,` the "世",
-    paired with llama's `世`. Deciding it needs the tokenizer's own view of which characters its
-    normalizer drops (the core has the normalizer when it tokenizes; `align_encodings` does not)."""
+def test_fuzz_regression_t5_unk_lag_decided_by_the_normalizer():
+    """Found by tests/test_oracle_fuzz.py: t5-small on "\\x00你好，世界\\x08" reports an `<unk>` for
+    "\\x00你好" on exactly those characters (no lag), but offsets and bytes alone cannot tell that
+    from "\\x08你好" (the `\\x08` dropped, the `<unk>` reported one character early); the trailing
+    `\\x08` was taken as a kept character after an `<unk>` (as t5-small keeps a `\\x00`), the lag of
+    1 gave NFKC's `,` the "世", paired with llama's `世`. The core now asks the normalizer which
+    characters it drops (rust/drops.rs: `\\x08` yes, `\\x00` no). Same for "\\x08שלוםﬁ\\x08" against
+    bytebpe (t5's `f` took "ם"): a span of case 3 after a dropped character does not pair."""
     require_real("t5-small")
     (llama, lnorm), (t5, norm) = side("llama"), side("t5-small")
+    assert "\x08" in t5.dropped_chars and "\x00" not in t5.dropped_chars
     text = "\x00你好，世界\x08"
     a = dskd_align.Aligner(llama, t5)(text)
     assert check(text, a, llama, t5, lnorm, norm).wrong_pairs == 0
+    assert _spans(a, "student")[1:3] == ["\x00你好".encode(), "，".encode()]
+    (bpe, bnorm) = side("bytebpe")
+    text = "\x08שלוםﬁ\x08"
+    a = dskd_align.Aligner(bpe, t5)(text)
+    assert check(text, a, bpe, t5, bnorm, norm).wrong_pairs == 0
 
 
 def test_fuzz_regression_t5_lag_ends_at_a_special_in_the_text():

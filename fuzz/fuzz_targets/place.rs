@@ -10,7 +10,8 @@
 #![no_main]
 
 use dskd_align::align::{align, AlignOut, Placed};
-use dskd_align::place::place_tokens;
+use dskd_align::drops::{DropSet, Drops};
+use dskd_align::place::{place_tokens, place_tokens_with};
 use dskd_align::span::{validate_offsets, Span};
 use libfuzzer_sys::fuzz_target;
 
@@ -204,7 +205,10 @@ fn garbage(text: &str, rest: &[u8]) {
     if validate_offsets("fuzz", &offsets, &special, len).is_err() {
         return;
     }
-    let p = place_tokens(text, &offsets, &special, |i| bytes[i].as_deref());
+    // Half the time, told that some of the text's characters are dropped (rust/drops.rs).
+    let set = DropSet::from_chars(text.chars().filter(|_| r.next() % 2 == 0));
+    let drops = if r.next() % 2 == 0 { Drops::Known(&set) } else { Drops::Unknown };
+    let p = place_tokens_with(text, &offsets, &special, |i| bytes[i].as_deref(), drops);
     assert_eq!(p.spans.len(), n);
     assert!(p.unpairable.is_empty() || p.unpairable.len() == n);
     let mut pos = 0;

@@ -24,6 +24,10 @@ class CoreTokenizer:
         """Highest token id + 1 (the size of the token-to-bytes table)."""
     def token_bytes(self, id: int) -> bytes | None:
         """The bytes token `id` stands for, or None when unknown."""
+    @property
+    def dropped_chars(self) -> str:
+        """The characters its normalizer drops, of the non-whitespace droppable ones (controls,
+        format characters, other default ignorables), each asked on its own."""
     def is_special(self, id: int) -> bool:
         """Whether `id` is a special added token."""
     def encode(
@@ -42,7 +46,12 @@ def align_texts_flat(
 
 def align_encoded(
     text: str,
-    teacher: tuple[list[int], list[tuple[int, int]], list[bool], list[bytes | None] | None],
-    student: tuple[list[int], list[tuple[int, int]], list[bool], list[bytes | None] | None],
+    teacher: tuple[
+        list[int], list[tuple[int, int]], list[bool], list[bytes | None] | None, str | None
+    ],
+    student: tuple[
+        list[int], list[tuple[int, int]], list[bool], list[bytes | None] | None, str | None
+    ],
 ) -> dict[str, npt.NDArray[np.int64] | npt.NDArray[np.bool_]]:
-    """Aligns two encodings given as (ids, character offsets, special mask, token bytes or None)."""
+    """Aligns two encodings given as (ids, character offsets, special mask, token bytes or None,
+    the characters the normalizer drops or None)."""

@@ -86,7 +86,9 @@ class Aligner:
             return side.encode(text, self.add_special_tokens)
         ids, byte_offsets, special = side.encode(text, self.add_special_tokens)
         offsets = char_offsets(text, byte_offsets)
-        return Encoded(ids, offsets, special, [side.token_bytes(i) for i in ids])
+        return Encoded(
+            ids, offsets, special, [side.token_bytes(i) for i in ids], side.dropped_chars
+        )
 
 
 _SIDES: OrderedDict[int, tuple[Any, CoreTokenizer | PythonSide]] = OrderedDict()
@@ -153,7 +155,7 @@ def _as_encoded(side: str, enc: Any, token_bytes: Any) -> tuple[Any, ...]:
                 f"{side}: token {i} has offsets ({a}, {b}), not character positions of the text"
             )
     special_ = [False] * len(ids_) if special is None else _mask(side, special)
-    tb = None
+    tb, dropped = None, None
     if token_bytes is not None:
         lookup: Callable[[int], bytes | None]
         if callable(token_bytes) and not isinstance(token_bytes, CoreTokenizer):
@@ -167,7 +169,7 @@ def _as_encoded(side: str, enc: Any, token_bytes: Any) -> tuple[Any, ...]:
                 raise AlignmentError(
                     f"{side}_token_bytes: pass a callable id -> bytes or an HF tokenizer"
                 )
-            lookup = core.token_bytes
+            lookup, dropped = core.token_bytes, core.dropped_chars
         tb = [lookup(i) for i in ids_]
         for i, b in enumerate(tb):
             if b is not None and not isinstance(b, bytes):
@@ -175,7 +177,7 @@ def _as_encoded(side: str, enc: Any, token_bytes: Any) -> tuple[Any, ...]:
                     f"{side}_token_bytes returned a {type(b).__name__} for ids[{i}] = "
                     f"{ids_[i]}; it must return bytes or None"
                 )
-    return ids_, offs, special_, tb
+    return ids_, offs, special_, tb, dropped
 
 
 _SHAPES = {1: "a 1-D sequence (one encoding of one text, e.g. enc['input_ids'][0])", 2: "[N, 2]"}

@@ -49,9 +49,18 @@ class Encoded:
     offsets: list[tuple[int, int]]
     special: list[bool]
     token_bytes: list[bytes | None] | None = None
+    # The characters the tokenizer's normalizer drops (``CoreTokenizer.dropped_chars``), where
+    # known: placement then need not guess which controls were dropped (rust/drops.rs).
+    dropped_chars: str | None = None
 
     def as_core(self) -> tuple[Any, ...]:
-        return (list(self.ids), list(self.offsets), list(self.special), self.token_bytes)
+        return (
+            list(self.ids),
+            list(self.offsets),
+            list(self.special),
+            self.token_bytes,
+            self.dropped_chars,
+        )
 
 
 def _byte_to_char(text: str) -> np.ndarray:
