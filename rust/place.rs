@@ -29,7 +29,7 @@
 //!    Qwen's NFC `é` for "e" + U+0301 reported on the "e" alone thus spans both code points and
 //!    never pairs with a plain `e` of the other side.
 //!
-//! **Unpairable tokens** take part in chunks (rule 5), never in pairs. Four kinds, all of case 3:
+//! **Unpairable tokens** take part in chunks (rule 5), never in pairs. Five kinds, all of case 3:
 //! - a token whose character range overlaps its neighbour's: a normalizer made several tokens out
 //!   of the same original characters (NFD "é" -> `e` + U+0301, NFKC "ﬁ" -> `f` + `i...`, byte
 //!   pieces of a composed character), so none of them stands for a whole piece of the original
@@ -44,6 +44,9 @@
 //! - the two parts of a normalized character whose second part is reported on a dropped
 //!   character after it (t5-small's NFKC "ﬁ\x08": `f` on "ﬁ", `i` on the `\x08`;
 //!   `spills_onto_dropped`): the first does not stand for all of "ﬁ", the second for none of it.
+//! - with the side's normalizer known ([`crate::drops`]), any token of case 3 that ends after a
+//!   character it drops: its span rests on a lag inferred from the text ("\x08שלוםﬁ\x08":
+//!   nothing after t5-small's `f` says it lags by the leading `\x08`).
 //!
 //! Rejected: trusting the offsets (the issue-10 bugs); searching the token's bytes anywhere ahead
 //! (a normalized token's bytes can occur later in the text; and the search must stay bounded,
