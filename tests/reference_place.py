@@ -36,6 +36,7 @@ def place(t: Text, side: Side) -> tuple[list[tuple[int, int]], list[bool]]:
     pos = 0  # where the previous token ended; no token starts before it
     carried = 0  # the last lag confirmed: later tokens lag as much (reference_lag.py)
     spilled = None  # a token reported on a dropped character after a normalized one
+    prev_case3 = False  # whether the last text token was placed by case 3
     byte_offsets = [(t.char_start[cs], t.char_start[ce]) for cs, ce in side.offsets]
     tb = side.token_bytes or [None] * len(side.ids)
     for i, ((lo, hi), special) in enumerate(zip(byte_offsets, side.special, strict=False)):
@@ -48,6 +49,17 @@ def place(t: Text, side: Side) -> tuple[list[tuple[int, int]], list[bool]]:
         else:
             own = tb[i]
             found = find(t, pos, lo, hi, own) if own is not None else None
+            # a piece of the characters of a previous token of case 3 found wholly past them
+            # is not it
+            prev = prev_token(side.special, i)
+            piece = (
+                prev is not None
+                and prev_case3
+                and max(lo, byte_offsets[prev][0]) < min(hi, byte_offsets[prev][1])
+            )
+            if found is not None and lo < hi and found[0] >= hi and piece:
+                found = None
+            prev_case3 = found is None
             if found is not None:
                 span = found
             else:
