@@ -6,14 +6,17 @@
 //! "\x00你" one character early?), so placement guesses with [`droppable`] and checks the guess
 //! against later tokens. Where the core tokenizes, it has the normalizer and can ask it instead:
 //! [`DropSet::of`] normalizes every non-whitespace droppable character on its own once, when the
-//! tokenizer is loaded, and keeps those that come out empty. Whitespace stays a guess (a
-//! normalizer that strips or a pre-tokenizer that splits on it drops it by context, not alone).
+//! tokenizer is loaded, and keeps those that come out empty or as whitespace only (t5-small turns
+//! a U+200B into a space: like whitespace, no token stands for it as text; the lags come from
+//! the removed ones, counting both only costs pairs). Whitespace stays a guess (a normalizer that
+//! strips or a pre-tokenizer that splits on it drops it by context, not alone).
 //! Encodings handed in from Python carry the set when their token bytes come from a
 //! [`crate::tokenize::CoreTokenizer`] and go without it otherwise ([`Drops::Unknown`]).
 
 use crate::place::droppable;
 
-/// The non-whitespace [`droppable`] characters a normalizer removes, sorted.
+/// The non-whitespace [`droppable`] characters a normalizer removes or turns into whitespace,
+/// sorted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DropSet {
     chars: Vec<char>,
@@ -26,7 +29,10 @@ impl DropSet {
     pub fn of(normalize: impl Fn(&str) -> Option<String>) -> DropSet {
         let mut buf = [0u8; 4];
         let chars = candidates()
-            .filter(|c| normalize(c.encode_utf8(&mut buf)).is_some_and(|s| s.is_empty()))
+            .filter(|c| {
+                normalize(c.encode_utf8(&mut buf))
+                    .is_some_and(|s| s.chars().all(char::is_whitespace))
+            })
             .collect();
         DropSet { chars }
     }

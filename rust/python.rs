@@ -83,8 +83,8 @@ impl CoreTokenizer {
         Ok(self.inner.table.bytes(id).map(|b| PyBytes::new(py, b)))
     }
 
-    /// The characters its normalizer drops, of the non-whitespace droppable ones (controls,
-    /// format characters, other default ignorables), each asked on its own.
+    /// The characters its normalizer drops or turns into whitespace, of the non-whitespace
+    /// droppable ones (controls, format characters, other default ignorables), each asked alone.
     #[getter]
     fn dropped_chars(&self) -> String {
         self.inner.drops.chars().iter().collect()

@@ -26,8 +26,8 @@ class CoreTokenizer:
         """The bytes token `id` stands for, or None when unknown."""
     @property
     def dropped_chars(self) -> str:
-        """The characters its normalizer drops, of the non-whitespace droppable ones (controls,
-        format characters, other default ignorables), each asked on its own."""
+        """The characters its normalizer drops or turns into whitespace, of the non-whitespace
+        droppable ones (controls, format characters, other default ignorables), each asked alone."""
     def is_special(self, id: int) -> bool:
         """Whether `id` is a special added token."""
     def encode(
