@@ -240,7 +240,8 @@ def align_encodings(
     """Aligns two encodings you made yourself (any tokenizer that gives ids, character offsets and
     a special-token mask). ``*_token_bytes`` (a tokenizer, or a callable ``id -> bytes | None``)
     places byte pieces exactly inside multi-byte characters; without it a token spans its whole
-    character range."""
+    character range. A tokenizer also tells which control characters its normalizer drops (see
+    docs/ALIGNMENT.md, rule 1), so prefer it to a callable where you have one."""
     if not isinstance(text, str):
         raise AlignmentError(f"text is a {type(text).__name__}, not a str")
     try:
