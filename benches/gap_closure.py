@@ -12,8 +12,8 @@ Gap closure of X = (SFT_cross - X_cross) / (SFT_same - KD_same), per seed, then 
 standard deviation. Results go to ``benches/results/gap_closure.json`` (merged per seed and arm).
 The ``byte_kd_sets`` arms are the dense experiment of this bench (``byte_sets.py``); the
 ``byte_sets`` arms are its library version (``dskd_align.torch.set_kd``, tight sets + the
-student's boundary); the ``*-same`` arms other than ``sft-same``/``kd-same`` run a cross-tokenizer loss with the
-teacher's tokenizer on both sides, and are measured against ``sft-same``.
+student's boundary); the ``*-same`` arms other than ``sft-same``/``kd-same`` run a
+cross-tokenizer loss with the teacher's tokenizer on both sides, measured against ``sft-same``.
 """
 
 from __future__ import annotations
