@@ -152,7 +152,25 @@ ABLATIONS = {
     ),
     "byte_sets-cross tau=1.5": ("cross", "byte_sets", {"alpha": 0.5, "tau": 1.5}, "pretrained"),
     "byte_sets-cross tau=0.8": ("cross", "byte_sets", {"alpha": 0.5, "tau": 0.8}, "pretrained"),
+    "byte_sets-cross tight ext": (
+        "cross",
+        "byte_sets",
+        {"alpha": 0.5, "tight_extensions": True},
+        "pretrained",
+    ),
+    "byte_sets-cross tight ext alpha=2/3": (
+        "cross",
+        "byte_sets",
+        {"alpha": 2 / 3, "tight_extensions": True},
+        "pretrained",
+    ),
     "byte_sets-same": ("same", "byte_sets", {"alpha": 0.5}, "pretrained"),
+    "byte_sets-same tight ext": (
+        "same",
+        "byte_sets",
+        {"alpha": 0.5, "tight_extensions": True},
+        "pretrained",
+    ),
     # From scratch a student needs the issue probe's learning rate (3e-3) to get anywhere.
     "sft-cross random init": ("cross", "sft", {"lr": 3e-3}, "random"),
     "dskd-cross random init": ("cross", "dskd", {"tau": 2.0, "lr": 3e-3}, "random"),

@@ -26,7 +26,8 @@ by part: exact_kd ``unmapped`` ("renormalize" | "other"), ``space`` ("student" |
 "both"); chunk_kd ``chunk_loss`` ("binary_kl" | "squared_log_ratio"), ``chunk_weight`` (weight of
 the chunk part, 1.0); dskd ``student_space``, ``teacher_space``, ``frozen_student_head``;
 byte_kd ``crossing`` ("skip" | "one_step" | "two_step": student tokens that cross a teacher
-token's end); byte_sets ``crossing`` ("one_step" | "skip"), ``student_boundary`` (True).
+token's end); byte_sets ``crossing`` ("one_step" | "skip"), ``student_boundary`` (True),
+``tight_extensions`` (False).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ _OPTIONS = {
     "exact_kd": {"unmapped", "space"},
     "chunk_kd": {"chunk_loss", "chunk_weight"},
     "byte_kd": {"crossing"},
-    "byte_sets": {"crossing", "student_boundary"},
+    "byte_sets": {"crossing", "student_boundary", "tight_extensions"},
 }
 
 
@@ -276,6 +277,7 @@ def build_loss(
         else:
             part = SetKD(vocab, tau=tau_kd, crossing=options.get("crossing", "one_step"),
                          student_boundary=bool(options.get("student_boundary", True)),
+                         tight_extensions=bool(options.get("tight_extensions", False)),
                          chunk_size=chunk_size)  # fmt: skip
         sizes = (vocab.teacher_vocab_size, vocab.student_vocab_size)
         if sizes != (W_t.shape[0], W_s.shape[0]):

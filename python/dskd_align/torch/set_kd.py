@@ -73,11 +73,13 @@ class SetKD(ByteKD):
 
     ``tables``: the pair's :class:`SetTables` (sized to the heads); ``tau``: temperature of both
     distributions; ``crossing``: "one_step" (default) or "skip"; ``student_boundary``: drop the
-    outcomes the student's own boundary rules out (default True).
+    outcomes the student's own boundary rules out (default True); ``tight_extensions``: the
+    extension classes' sets read the teacher's boundary too (module notes).
     """
 
     def __init__(self, tables: SetTables, *, tau: float = 1.0, crossing: str = "one_step",
-                 student_boundary: bool = True, chunk_size: int | None = 256) -> None:  # fmt: skip
+                 student_boundary: bool = True, tight_extensions: bool = False,
+                 chunk_size: int | None = 256) -> None:  # fmt: skip
         if not isinstance(tables, SetTables):
             raise TypeError(
                 f"byte_sets needs the pair's SetTables as vocab, got {type(tables).__name__}: "
@@ -87,6 +89,7 @@ class SetKD(ByteKD):
             raise ValueError(f"byte_sets: crossing must be 'skip' or 'one_step', got {crossing!r}")
         super().__init__(tables, tau=tau, crossing=crossing, chunk_size=chunk_size)
         self.student_boundary = bool(student_boundary)
+        self.tight_extensions = bool(tight_extensions)
         for name in _BUFFERS:
             self.register_buffer(f"_{name}", getattr(tables, name), persistent=False)
         self.rank_base = tables.rank_base
@@ -102,8 +105,8 @@ class SetKD(ByteKD):
 
     def _chunk(self, h_t: Tensor, h_t2: Tensor, h_s: Tensor, g: Tensor, w: Tensor, rid: Tensor,
                W_t: Tensor, W_s: Tensor, b_t: Any, b_s: Any, e_row: Tensor, e_v: Tensor,
-               e_u: Tensor, e_idx: Tensor, e_ok: Tensor, sb_lo: Tensor, sb_hi: Tensor
-               ) -> tuple[tuple, tuple]:  # fmt: skip
+               e_u: Tensor, e_idx: Tensor, e_ok: Tensor, sb_lo: Tensor, sb_hi: Tensor,
+               c_ent: Tensor, c_lo: Tensor, c_hi: Tensor) -> tuple[tuple, tuple]:  # fmt: skip
         """Sums over ``n`` target rows: ``((sum w * KL,), (sum w * mass,))``."""
         n, v_t = h_s.shape[0], W_t.shape[0]
         with torch.no_grad():  # the target: teacher only
@@ -146,7 +149,12 @@ class SetKD(ByteKD):
         # Extension classes: p_s[first(R)] + strict extensions of R, per entry.
         lo_e, hi_e = self._ext_lo[e_idx], self._ext_hi[e_idx]
         if n:
-            s_e = (cum[li, hi_e] - cum[li, lo_e]).to(p_s.dtype)
+            s_e = cum[li, hi_e] - cum[li, lo_e]  # [E] float64
+            if self.tight_extensions and c_ent.numel():
+                c_li = li[c_ent]
+                s_c = torch.where(ok[c_ent], cum[c_li, c_hi] - cum[c_li, c_lo], 0.0)
+                s_e = s_e.index_add(0, c_ent, s_c, alpha=-1.0)
+            s_e = s_e.to(p_s.dtype)
             log_e = torch.log((p_s[li, e_u] + s_e).clamp_min(1e-30))
             ce = ce + p_s.new_zeros(n + 1).index_add(0, row_e, qe * log_e)[:n]
         kl = neg_ent - ce  # a row with no mass: q = 0, KL = 0
@@ -179,7 +187,8 @@ class SetKD(ByteKD):
         shared = [teacher_lm_head_weight.detach(), student_lm_head_weight, bias_t,
                   student_lm_head_bias, tg["byte_entry_row"], tg["byte_entry_teacher"],
                   tg["byte_entry_student"], tg["set_entry_index"], e_ok, tg["set_sb_lo"],
-                  tg["set_sb_hi"]]  # fmt: skip
+                  tg["set_sb_hi"], tg["set_echild_entry"], tg["set_echild_lo"],
+                  tg["set_echild_hi"]]  # fmt: skip
         (s,), (mass,) = chunked_sums(self._chunk, 1, rows, shared, self.chunk_size)
         n = w.sum()  # [] no sync
         denom = n.clamp_min(1.0)

@@ -12,6 +12,9 @@ probability of a set is one gather of ``p_s[first(R)]`` plus a difference of a c
 - **Extension classes** (per ``byte_kd`` extension entry ``j``, remainder ``R_j``):
   ``ext_lo``/``ext_hi``: the range of the strict extensions of ``R_j``;
   ``ext_rank``: the rank of ``R_j`` among the *outcome strings* (below).
+- ``ext_cptr`` (CSR per entry), ``ext_clo``/``ext_chi``: for ``tight_extensions``, the ranges
+  an extension ``v`` (``m`` bytes consumed) loses: the student tokens that start with
+  ``bytes(t)[m:]`` for each teacher token ``t`` whose longest teacher-token prefix is ``v``.
 - **Next-token classes** (per teacher id ``w``): ``next_lo``/``next_hi``: the strict extensions
   of ``bytes(w)``; ``child_parent``/``child_lo``/``child_hi``: the ranges to subtract (**tight**
   sets): every teacher token ``t`` whose longest proper teacher-token prefix is ``w`` removes
@@ -51,7 +54,8 @@ from dskd_align.torch.vocab import VocabMap
 
 __all__ = ["SetTables", "poly_hash"]
 
-_SET_TENSORS = ("s_sorted", "ext_lo", "ext_hi", "ext_rank", "next_lo", "next_hi", "child_parent",
+_SET_TENSORS = ("s_sorted", "ext_lo", "ext_hi", "ext_rank", "ext_cptr", "ext_clo", "ext_chi",
+                "next_lo", "next_hi", "child_parent",
                 "child_lo", "child_hi", "next_cls", "next_rank", "t_rep", "sb_ptr", "sb_lo",
                 "sb_hi", "s_hash")  # fmt: skip
 P1, P2, BASE = 2147483647, 2147483629, 257
@@ -123,16 +127,16 @@ class SetTables(ByteTables):
         self.rank_base = len(outcomes) + 1
         # Extension entries in ByteTables' order (the same loop, stable sort by prefix id).
         pids: dict[bytes, int] = {}
-        rows: list[tuple[int, bytes]] = []
+        rows: list[tuple[int, bytes, int]] = []
         for b in tb:
             for m in range(1, len(b)):
                 p = pids.setdefault(b[:m], len(pids))
                 if self._first(b[m:]) >= 0:
-                    rows.append((p, b[m:]))
+                    rows.append((p, b, m))
             if b:
                 pids.setdefault(b, len(pids))
-        order = np.argsort(np.array([p for p, _ in rows], np.int64), kind="stable")
-        rem = [rows[i][1] for i in order]
+        order = np.argsort(np.array([r[0] for r in rows], np.int64), kind="stable")
+        rem = [rows[i][1][rows[i][2] :] for i in order]
         assert len(rem) == self.num_extensions, "extension entries out of step with ByteTables"
         ext = [_strict(s_sorted, r) for r in rem]
         self.ext_lo, self.ext_hi = _long([e[0] for e in ext]), _long([e[1] for e in ext])
@@ -160,14 +164,28 @@ class SetTables(ByteTables):
             if b:
                 by_bytes.setdefault(b, []).append(w)
         children = []
+        kids: dict[bytes, list[bytes]] = {}
         for t in first_id:  # one child range per distinct teacher string with a teacher prefix
             parent = next((t[:k] for k in range(len(t) - 1, 0, -1) if t[:k] in first_id), None)
             if parent is not None:
+                kids.setdefault(parent, []).append(t)
                 lo, hi = _with_prefix(s_sorted, t)
                 if hi > lo:
                     children += [(w, lo, hi) for w in by_bytes[parent]]
         ch = np.array(children, np.int64).reshape(-1, 3)
         self.child_parent, self.child_lo, self.child_hi = (_long(ch[:, i]) for i in range(3))
+        # Tight extension sets (option): entry (v, m) loses the student tokens that start with
+        # t[m:] for each teacher child t of v (CSR per entry).
+        cptr, clo, chi = [0], [], []
+        for i in order:
+            _, b, m = rows[i]
+            for t in kids.get(b, ()):
+                lo, hi = _with_prefix(s_sorted, t[m:])
+                if hi > lo:
+                    clo.append(lo)
+                    chi.append(hi)
+            cptr.append(len(clo))
+        self.ext_cptr, self.ext_clo, self.ext_chi = _long(cptr), _long(clo), _long(chi)
         # Student boundary: per student id, rank ranges of the outcomes it rules out.
         ptr, lo_l, hi_l = [0], [], []
         for b in sb:

@@ -39,7 +39,8 @@ from dskd_align.torch.byte_targets import (
 
 __all__ = ["SET_FIELDS", "SetKDBatch", "in_ranges", "set_targets"]
 
-SET_FIELDS = ("set_entry_index", "set_entry_sb_ok", "set_sb_lo", "set_sb_hi")
+SET_FIELDS = ("set_entry_index", "set_entry_sb_ok", "set_sb_lo", "set_sb_hi", "set_echild_entry",
+              "set_echild_lo", "set_echild_hi")  # fmt: skip
 
 
 @dataclass(init=False, eq=False)
@@ -47,12 +48,17 @@ class SetKDBatch(ByteKDBatch):
     """A :class:`ByteKDBatch` with the set fields: per extension entry ``[E]``
     ``set_entry_index`` (its index into the ``SetTables`` extension arrays), ``set_entry_sb_ok``
     (bool: not ruled out by the student's boundary); ``set_sb_lo``/``set_sb_hi`` ``[R]``: the
-    batch's ruled-out outcome ranges, keys ``target x rank_base + rank`` (module notes)."""
+    batch's ruled-out outcome ranges, keys ``target x rank_base + rank`` (module notes);
+    ``set_echild_entry``/``_lo``/``_hi`` ``[K]``: per batch entry, the student ranges it loses
+    with ``tight_extensions`` (``SetTables.ext_c*``)."""
 
     set_entry_index: Tensor
     set_entry_sb_ok: Tensor
     set_sb_lo: Tensor
     set_sb_hi: Tensor
+    set_echild_entry: Tensor
+    set_echild_lo: Tensor
+    set_echild_hi: Tensor
 
 
 def in_ranges(keys: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
@@ -107,12 +113,18 @@ def set_targets(batch: Mapping[str, Tensor], tables: Any) -> dict[str, Tensor]:
     base = tgt * tables.rank_base
     sb_lo, sb_hi = base + tables.sb_lo[k], base + tables.sb_hi[k]
     keys = tg["byte_entry_row"] * tables.rank_base + tables.ext_rank[idx]
+    c0, n_c = tables.ext_cptr[idx], tables.ext_cptr[idx + 1] - tables.ext_cptr[idx]
+    ent = torch.repeat_interleave(torch.arange(idx.numel(), device=dev), n_c)
+    kc = c0[ent] + torch.arange(ent.numel(), device=dev) - (n_c.cumsum(0) - n_c)[ent]
     return {
         **tg,
         "set_entry_index": idx,
         "set_entry_sb_ok": ~in_ranges(keys, sb_lo, sb_hi),
         "set_sb_lo": sb_lo,
         "set_sb_hi": sb_hi,
+        "set_echild_entry": ent,
+        "set_echild_lo": tables.ext_clo[kc],
+        "set_echild_hi": tables.ext_chi[kc],
     }
 
 
