@@ -48,7 +48,11 @@ def naive(tables, batch, h_s, h_t, W_s, W_t, *, sb, tight_ext, crossing):
             return memo[r, first, ctx]
         out = {first}
         for s, u in rep.items():
-            if len(s) > len(r) and s.startswith(r) and (ctx is None or tight_ok(ctx[0], ctx[1] + s)):
+            if (
+                len(s) > len(r)
+                and s.startswith(r)
+                and (ctx is None or tight_ok(ctx[0], ctx[1] + s))
+            ):
                 out.add(u)
         memo[r, first, ctx] = sorted(out)
         return memo[r, first, ctx]
@@ -115,7 +119,8 @@ def naive(tables, batch, h_s, h_t, W_s, W_t, *, sb, tight_ext, crossing):
         n_ext = len(logs)
         q_ext = [x / mass for x in masses[:n_ext]]
         ent = sum(q * torch.log(q) for q in q_ext if q > 0) + sum(
-            (c / mass) * torch.log(c / mass) for c in cls.values() if c > 0)
+            (c / mass) * torch.log(c / mass) for c in cls.values() if c > 0
+        )
         ce = sum(q * lg for q, lg in zip(q_ext, logs, strict=True)) + ce_next / mass
         kl_all.append(ent - ce)
     return torch.stack(kl_all).mean() if kl_all else h_s.sum() * 0
