@@ -50,6 +50,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCa
 
 from dskd_align.torch.byte_tables import ByteTables
 from dskd_align.torch.byte_targets import ByteKDCollator
+from dskd_align.torch.set_tables import SetTables
 from dskd_align.torch.collate import DSKDCollator
 from dskd_align.torch.config import DSKDConfig
 from dskd_align.torch.data import DSKDBatch
@@ -192,14 +193,15 @@ class DSKDTrainer(Trainer):
             options["tau"] = args.tau
         vocab: Any = None if collator.same_tokenizer else vocab_map
         batches: Any = collator
-        if args.loss == "byte_kd":
-            # byte_kd reads the pair's byte tables (built once here) and its batches carry their
-            # targets, built by the collator (in the DataLoader workers), not in the step.
+        if args.loss in ("byte_kd", "byte_sets"):
+            # byte_kd/byte_sets read the pair's byte tables (built once here) and their batches
+            # carry their targets, built by the collator (in the DataLoader workers), not in
+            # the step.
             pairs = collator.special_pairs
             vmap = vocab_map or VocabMap.for_models(
                 t_tok, s_tok, teacher_model, model, special_pairs=pairs
             )
-            vocab = ByteTables(t_tok, s_tok, vmap)
+            vocab = (SetTables if args.loss == "byte_sets" else ByteTables)(t_tok, s_tok, vmap)
             batches = ByteKDCollator(collator, vocab)
         self.loss_module = build_loss(
             args.loss,
