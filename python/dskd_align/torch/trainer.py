@@ -50,7 +50,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCa
 
 from dskd_align.torch.byte_tables import ByteTables
 from dskd_align.torch.byte_targets import ByteKDCollator
-from dskd_align.torch.set_tables import SetTables
 from dskd_align.torch.collate import DSKDCollator
 from dskd_align.torch.config import DSKDConfig
 from dskd_align.torch.data import DSKDBatch
@@ -58,6 +57,7 @@ from dskd_align.torch.generation import generate, seq_kd_rows
 from dskd_align.torch.losses import gold_cross_entropy
 from dskd_align.torch.objectives import build_loss
 from dskd_align.torch.onpolicy import OnPolicyBatcher
+from dskd_align.torch.set_tables import SetTables
 from dskd_align.torch.vocab import VocabMap
 
 __all__ = ["LOSS_STATE_FILE", "DSKDTrainer"]
