@@ -10,9 +10,10 @@ Same regime, data, models (cached like the demo) and loop as ``dskd_align.demo``
 the same steps; the validation split picks the step, the test split is reported in bits/byte.
 Gap closure of X = (SFT_cross - X_cross) / (SFT_same - KD_same), per seed, then mean and sample
 standard deviation. Results go to ``benches/results/gap_closure.json`` (merged per seed and arm).
-The ``byte_kd_sets`` arms are an experiment of this bench (``byte_sets.py``), not a library loss;
-the ``*-same`` arms other than ``sft-same``/``kd-same`` run a cross-tokenizer loss with the
-teacher's tokenizer on both sides, and are measured against ``sft-same``.
+The ``byte_kd_sets`` arms are the dense experiment of this bench (``byte_sets.py``); the
+``byte_sets`` arms are its library version (``dskd_align.torch.set_kd``, tight sets + the
+student's boundary); the ``*-same`` arms other than ``sft-same``/``kd-same`` run a
+cross-tokenizer loss with the teacher's tokenizer on both sides, measured against ``sft-same``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from dskd_align.torch import losses as dskd_losses
 from dskd_align.torch.byte_tables import ByteTables
 from dskd_align.torch.byte_targets import ByteKDCollator
 from dskd_align.torch.objectives import build_loss
+from dskd_align.torch.set_tables import SetTables
 
 RESULTS = Path(__file__).parent / "results" / "gap_closure.json"
 
@@ -45,6 +47,7 @@ MAIN = {
     "exact_kd-cross": ("cross", "exact_kd", {"tau": 1.0}, "pretrained"),
     "chunk_kd-cross": ("cross", "chunk_kd", {"tau": 1.0}, "pretrained"),
     "byte_kd-cross": ("cross", "byte_kd", {"alpha": 1 / 3}, "pretrained"),
+    "byte_sets-cross": ("cross", "byte_sets", {"alpha": 0.5}, "pretrained"),
     "sft-same": ("same", "sft", {}, "pretrained"),
     "kd-same": ("same", "kd", {"tau": 1.0}, "pretrained"),
 }
@@ -132,6 +135,42 @@ ABLATIONS = {
         {"alpha": 0.5, "student_boundary": True, "tight": True},
         "pretrained",
     ),
+    # The library's byte_sets (tight sets + student boundary, set_kd.py) at other settings.
+    "byte_sets-cross alpha=2/3": ("cross", "byte_sets", {"alpha": 2 / 3}, "pretrained"),
+    "byte_sets-cross alpha=0.4": ("cross", "byte_sets", {"alpha": 0.4}, "pretrained"),
+    "byte_sets-cross skip": (
+        "cross",
+        "byte_sets",
+        {"alpha": 0.5, "crossing": "skip"},
+        "pretrained",
+    ),
+    "byte_sets-cross no sb": (
+        "cross",
+        "byte_sets",
+        {"alpha": 0.5, "student_boundary": False},
+        "pretrained",
+    ),
+    "byte_sets-cross tau=1.5": ("cross", "byte_sets", {"alpha": 0.5, "tau": 1.5}, "pretrained"),
+    "byte_sets-cross tau=0.8": ("cross", "byte_sets", {"alpha": 0.5, "tau": 0.8}, "pretrained"),
+    "byte_sets-cross tight ext": (
+        "cross",
+        "byte_sets",
+        {"alpha": 0.5, "tight_extensions": True},
+        "pretrained",
+    ),
+    "byte_sets-cross tight ext alpha=2/3": (
+        "cross",
+        "byte_sets",
+        {"alpha": 2 / 3, "tight_extensions": True},
+        "pretrained",
+    ),
+    "byte_sets-same": ("same", "byte_sets", {"alpha": 0.5}, "pretrained"),
+    "byte_sets-same tight ext": (
+        "same",
+        "byte_sets",
+        {"alpha": 0.5, "tight_extensions": True},
+        "pretrained",
+    ),
     # From scratch a student needs the issue probe's learning rate (3e-3) to get anywhere.
     "sft-cross random init": ("cross", "sft", {"lr": 3e-3}, "random"),
     "dskd-cross random init": ("cross", "dskd", {"tau": 2.0, "lr": 3e-3}, "random"),
@@ -189,7 +228,7 @@ def _loss(kind_loss: str, opts: dict[str, Any], teacher: Any, student: Any, ctx:
         teacher.lm_head.weight.detach(),
         student.lm_head.weight.detach(),
         ctx["tables"]
-        if kind_loss == "byte_kd"
+        if kind_loss in ("byte_kd", "byte_sets")
         else ctx["vmap"]
         if ctx["kind"] == "cross"
         else None,
@@ -213,7 +252,8 @@ def run(seed: int, arms: dict[str, tuple], steps: int, size: DemoSize, cache_dir
     val, test = demo.task_rows("val", 128, seed), demo.task_rows("test", 256, seed)
     v_t, v_s = teacher.lm_head.weight.shape[0], models["cross"].lm_head.weight.shape[0]
     vmap = VocabMap(toks.teacher, toks.student, teacher_vocab_size=v_t, student_vocab_size=v_s)
-    tables = ByteTables(toks.teacher, toks.student, vmap)
+    sets = any(a[1] == "byte_sets" for a in arms.values())
+    tables = (SetTables if sets else ByteTables)(toks.teacher, toks.student, vmap)
     cols = {  # cross batches carry byte_kd's targets (built by the collator); others ignore them
         "cross": ByteKDCollator(DSKDCollator(toks.teacher, toks.student), tables),
         "same": DSKDCollator(toks.teacher, toks.teacher),
@@ -229,13 +269,14 @@ def run(seed: int, arms: dict[str, tuple], steps: int, size: DemoSize, cache_dir
             student = copy.deepcopy(models[kind])
         opts = dict(opts)
         arm_lr = opts.pop("lr", lr)
-        if kind == "same" and loss.startswith("byte_kd") and "same" not in same_tables:
+        if kind == "same" and loss.startswith("byte_") and "same" not in same_tables:
             # byte_kd with the teacher's own tokenizer on both sides: a check of the loss, which
             # should then come close to vanilla KD (BENCHMARKS.md, "Gap closure")
             same_map = VocabMap(toks.teacher, toks.teacher, teacher_vocab_size=v_t,
                                 student_vocab_size=v_t)  # fmt: skip
-            same_tables["same"] = ByteTables(toks.teacher, toks.teacher, same_map)
-        tab = same_tables["same"] if kind == "same" and loss.startswith("byte_kd") else tables
+            same_tables["same"] = SetTables(toks.teacher, toks.teacher, same_map)
+        same_byte = kind == "same" and loss.startswith("byte_")
+        tab = same_tables["same"] if same_byte else tables
         fn = _loss(loss, opts, teacher, student, {"kind": kind, "vmap": vmap, "tables": tab})
         gate = _NoGate() if opts.get("gate") is False else None
         if gate:

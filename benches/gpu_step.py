@@ -19,7 +19,9 @@ exact pairs), the rest fall in chunks of 2-3 tokens per side. ``kd`` (same vocab
 teacher head with the student's ``V_s`` rows. ``byte_kd`` gets synthetic tables and targets
 (``byte_synthetic.py``): ~90 % of response tokens, ``--byte-ext`` extension entries each (55,
 the demo's count, by default; ~6000 for a Qwen2.5 teacher), built outside the timed step as
-``ByteKDCollator`` would build them in the DataLoader. Each run is a fresh child process (clean
+``ByteKDCollator`` would build them in the DataLoader; ``byte_sets`` the same plus synthetic set
+tables and fields (``synthetic_set_*``: 16 ruled-out ranges per target, a tight range for 30 %
+of the entries). Each run is a fresh child process (clean
 peak memory): one warm-up step, then ``--steps`` timed steps (median). Peak memory is
 ``torch.cuda.max_memory_allocated`` on CUDA, the resident-set high-water mark (``VmHWM``, reset
 first) on CPU; "over start" subtracts what was allocated before the first step.
@@ -45,7 +47,10 @@ PRESETS = {
     # Qwen2.5-7B teacher (d 3584, 152064 head rows) -> TinyLlama-1.1B student (d 2048, 32000).
     "paper": (8, 512, 152064, 32000, 3584, 2048),
 }
-RUNS = "sft,dskd,kd,exact_kd,chunk_kd,exact_kd+chunk_kd,dskd+exact_kd,byte_kd,dskd:naive,dskd:loop"
+RUNS = (
+    "sft,dskd,kd,exact_kd,chunk_kd,exact_kd+chunk_kd,dskd+exact_kd,byte_kd,byte_sets,dskd:naive,"
+    "dskd:loop"
+)
 
 
 def _cpu_peak_reset() -> None:
@@ -117,7 +122,12 @@ def _loop_gather(align, h_t, h_s, W_t, t2s):
 
 def worker(args: argparse.Namespace) -> None:
     import torch
-    from byte_synthetic import synthetic_byte_targets, synthetic_tables
+    from byte_synthetic import (
+        synthetic_byte_targets,
+        synthetic_set_tables,
+        synthetic_set_targets,
+        synthetic_tables,
+    )
 
     from dskd_align.torch.losses import dskd_terms, gold_cross_entropy
     from dskd_align.torch.objectives import build_loss
@@ -148,11 +158,14 @@ def worker(args: argparse.Namespace) -> None:
 
     Vocab.t2s, Vocab.s2t = t2s.to(dev), s2t.to(dev)
     vocab = None if name == "kd" else Vocab
-    if name == "byte_kd":  # its tables and targets (the collator's job), before the timed steps
+    if name in ("byte_kd", "byte_sets"):  # tables and targets (the collator's job), untimed
         gb = torch.Generator(device="cpu").manual_seed(1)  # g's draws stay those of other runs
         vocab = synthetic_tables(vt, vs, gb)
         labels = batch["student_labels"].cpu()
         fields = synthetic_byte_targets(labels, vt, vs, args.byte_ext, gb)
+        if name == "byte_sets":
+            vocab = synthetic_set_tables(vt, vs, gb)
+            fields.update(synthetic_set_targets(fields, vocab, gb))
         batch.update({k: v.to(dev) for k, v in fields.items()})
     chunk = None if impl else args.chunk
     loss_fn = build_loss(name, W_t, head.weight.detach(), vocab, chunk_size=chunk).to(dev)
@@ -207,8 +220,10 @@ def worker(args: argparse.Namespace) -> None:
         "step_s": sorted(times)[len(times) // 2],
         "peak_mb": peak / 2**20,
         "peak_over_base_mb": (peak - base) / 2**20,
-        # byte_kd's rows are its targets, not the exact pairs
-        "aligned": int(batch["byte_batch"].numel() if name == "byte_kd" else align[0].shape[0]),
+        # byte_kd's and byte_sets' rows are their targets, not the exact pairs
+        "aligned": int(
+            batch["byte_batch"].numel() if name.startswith("byte_") else align[0].shape[0]
+        ),  # fmt: skip
         "loss": float(loss),
     }
     print(json.dumps(out))

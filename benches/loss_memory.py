@@ -17,7 +17,8 @@ exist before the reset, so they are not counted; gradient buffers created by the
 For ``chunk_kd`` the sequence is split into chunks of 2 tokens on both sides (n/2 chunks). For
 ``byte_kd`` the tables and targets are synthetic (``byte_synthetic.py``): ~90 % of the n tokens
 get a target, each with ``--byte-ext`` extension entries (55 by default, the demo's count; ~6000
-for a Qwen2.5 teacher); they are built before the measured step, as the collator would.
+for a Qwen2.5 teacher); they are built before the measured step, as the collator would;
+``byte_sets`` adds synthetic set tables and fields (``synthetic_set_*``).
 """
 
 from __future__ import annotations
@@ -52,7 +53,12 @@ def _reset_peak() -> bool:
 def worker(args: argparse.Namespace) -> None:
     """One mode in this (fresh) process; prints one JSON line, saves the gradients to args.save."""
     import torch
-    from byte_synthetic import synthetic_byte_targets, synthetic_tables
+    from byte_synthetic import (
+        synthetic_byte_targets,
+        synthetic_set_tables,
+        synthetic_set_targets,
+        synthetic_tables,
+    )
 
     from dskd_align.torch.objectives import build_loss
 
@@ -73,6 +79,8 @@ def worker(args: argparse.Namespace) -> None:
     Vocab.s2t[o_s] = o_t
     gb = torch.Generator().manual_seed(args.seed + 1)  # byte_kd's own draws: the rest unchanged
     vocab = synthetic_tables(vt, vs, gb) if args.loss == "byte_kd" else Vocab
+    if args.loss == "byte_sets":
+        vocab = synthetic_set_tables(vt, vs, gb)
     chunk = None if args.mode == "naive" else args.chunk
     loss_fn = build_loss(
         args.loss, W_t, W_s.detach(), vocab, divergence=args.divergence, chunk_size=chunk
@@ -110,9 +118,12 @@ def worker(args: argparse.Namespace) -> None:
     warm["student_chunk_ids"][:, 5:] = -1
     for k in ("align_batch", "align_teacher_pos", "align_student_pos"):
         warm[k] = batch[k][:4]
-    if args.loss == "byte_kd":
+    if args.loss in ("byte_kd", "byte_sets"):
         batch.update(synthetic_byte_targets(labels, vt, vs, args.byte_ext, gb))
         warm.update(synthetic_byte_targets(warm["student_labels"], vt, vs, args.byte_ext, gb))
+    if args.loss == "byte_sets":
+        batch.update(synthetic_set_targets(batch, vocab, gb))
+        warm.update(synthetic_set_targets(warm, vocab, gb))
     run(warm)[0].backward()
     clear()
     rss_before = _status_kb("VmRSS")
@@ -202,7 +213,7 @@ def main() -> None:
         f"d_s={args.ds} "
         f"chunk={args.chunk} divergence={args.divergence} float32 CPU, "
         f"{nv['threads']} threads; |A'|={nv['n_valid']} |G|={nv['n_agree']}"
-        + (f"; byte_ext={args.byte_ext}" if args.loss == "byte_kd" else ""),
+        + (f"; byte_ext={args.byte_ext}" if args.loss.startswith("byte_") else ""),
         "",
         f"| mode | peak MB (RSS growth, fwd+bwd) | time s (median of {args.reps}) | loss |",
         "|---|---:|---:|---:|",

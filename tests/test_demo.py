@@ -54,7 +54,7 @@ def test_every_arm_runs_through_the_trainer_and_its_loss_falls(cache: Path, tmp_
         assert all(math.isfinite(x) for x in arm["test_bpb"])
         assert [s for s, _ in arm["curve"]] == [0, 4, 8]
     # Gap closure for every cross arm but the SFT reference it is measured against.
-    assert set(out["gap_closure"]) == {"dskd-cross", "byte_kd-cross"}
+    assert set(out["gap_closure"]) == {"dskd-cross", "byte_sets-cross"}
 
 
 def test_loop_backend_reuses_the_cached_models(

@@ -1,9 +1,11 @@
 """The embedded demo: does cross-tokenizer KD give a student what same-tokenizer KD gives it?
 
 Fully offline on CPU. Cost of the five default arms at 128 steps, models cached, 2 cores: 70 s
-wall, 111 s CPU at load ~1 (13.6 min wall on the same machine shared with ~6 other processes);
-pretraining, once, adds ~3 min CPU. The DSKD arm costs ~3x an SFT arm (the trainer runs the
-teacher every step); fewer ``steps`` is the knob. The paper's regime, shrunk
+wall, 111 s CPU at load ~1 with ``byte_kd`` as the cross arm (13.6 min wall on the same machine
+shared with ~6 other processes); with ``byte_sets`` (now the default): 236 s wall, 120 s CPU on
+one thread at load ~3 (the ``byte_sets`` arm 83 s, DSKD 52 s); pretraining, once, adds ~3 min
+CPU. The DSKD arm costs ~3x an SFT arm (the trainer runs the teacher every step); fewer
+``steps`` is the knob. The paper's regime, shrunk
 (``demo_data``/``demo_models`` record choices):
 
 1. a GPT-2-style teacher (byte-level BPE) trained on one slice of the embedded corpus (Python
@@ -55,13 +57,15 @@ ARMS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "exact_kd-cross": ("cross", "exact_kd", {"tau": 1.0}),
     "chunk_kd-cross": ("cross", "chunk_kd", {"tau": 1.0}),
     "exact_kd+chunk_kd-cross": ("cross", "exact_kd+chunk_kd", {"tau": 1.0}),
-    # The best library loss on this benchmark (BENCHMARKS.md "Gap closure"), at its best alpha.
     "byte_kd-cross": ("cross", "byte_kd", {"tau": 1.0, "alpha": 1 / 3}),
+    # The best library loss on this benchmark (BENCHMARKS.md "Gap closure"), at its alpha.
+    "byte_sets-cross": ("cross", "byte_sets", {"tau": 1.0, "alpha": 0.5}),
     "sft-same": ("same", "sft", {}),
     "kd-same": ("same", "kd", {"tau": 1.0}),
 }
-DEFAULT_ARMS = ("sft-cross", "dskd-cross", "byte_kd-cross", "sft-same", "kd-same")
+DEFAULT_ARMS = ("sft-cross", "dskd-cross", "byte_sets-cross", "sft-same", "kd-same")
 REFERENCE = ("sft-cross", "sft-same", "kd-same")  # needed for the gap closure
+BYTE_LOSSES = ("byte_kd", "byte_sets")  # losses that read the pair's byte tables
 
 
 class DemoError(ValueError):
@@ -147,8 +151,9 @@ def run_seed(
     n_val: int = 128, n_test: int = 256,
 ) -> dict[str, ArmResult]:  # fmt: skip
     """Every arm of one seed (the seed picks the pretraining, the task rows and their order)."""
-    from dskd_align.torch import ByteKDCollator, ByteTables, DSKDCollator, VocabMap
+    from dskd_align.torch import ByteKDCollator, DSKDCollator, VocabMap
     from dskd_align.torch.objectives import build_loss
+    from dskd_align.torch.set_tables import SetTables
 
     toks = tokenizers()
     models = pretrained_models(size, seed, toks, cache_dir, log)
@@ -163,8 +168,8 @@ def run_seed(
     )
     cross: Any = DSKDCollator(toks.teacher, toks.student)
     tables = None
-    if any(_arm(n)[1] == "byte_kd" for n in arms):  # its targets come with the cross batches
-        tables = ByteTables(toks.teacher, toks.student, vmap)
+    if any(_arm(n)[1] in BYTE_LOSSES for n in arms):  # targets come with the cross batches
+        tables = SetTables(toks.teacher, toks.student, vmap)  # byte_kd's tables + the sets
         cross = ByteKDCollator(cross, tables)
     cols = {"cross": cross, "same": DSKDCollator(toks.teacher, toks.teacher)}
     data = {k: _data(c, teacher, train, val, test, batch_size) for k, c in cols.items()}
@@ -186,7 +191,7 @@ def run_seed(
                 loss,
                 teacher.lm_head.weight.detach(),
                 student.lm_head.weight.detach(),
-                tables if loss == "byte_kd" else vmap if kind == "cross" else None,
+                tables if loss in BYTE_LOSSES else vmap if kind == "cross" else None,
                 alpha=arm_alpha if loss != "sft" else 0.0,
                 **opts,
             )

@@ -66,6 +66,15 @@ def test_distill_accepts_byte_kd(tmp_path, folders):
     assert all("kd_byte" in x and "byte_coverage" in x for x in lines if "loss" in x)
 
 
+def test_distill_accepts_byte_sets(tmp_path, folders):
+    t_dir, s_dir, data = folders
+    out = tmp_path / "out"
+    extra = ["--max-steps", "2", "--loss", "byte_sets", "--loss-option", "tight_extensions=true"]
+    assert _run(t_dir, s_dir, data, out, *extra) == 0
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all("kd_byte" in x and "byte_coverage" in x for x in lines if "loss" in x)
+
+
 def test_distill_resumes_from_a_checkpoint(tmp_path, folders):
     t_dir, s_dir, data = folders
     out = tmp_path / "out"

@@ -14,8 +14,8 @@ from dskd_align.torch.objectives import LOSS_NAMES, build_loss
 
 # The synthetic problems have random ids and no tokenizers; byte_kd reads the pair's byte tables
 # and the texts the ids spell, so its tests (same properties, real tiny tokenizers) live in
-# test_byte_kd.py.
-SYNTHETIC = tuple(n for n in LOSS_NAMES if n != "byte_kd")
+# test_byte_kd.py (byte_sets: test_byte_sets*.py).
+SYNTHETIC = tuple(n for n in LOSS_NAMES if n not in ("byte_kd", "byte_sets"))
 
 
 def _same_vocab(pr):

@@ -192,3 +192,15 @@ def test_byte_kd_trains_with_targets_from_the_collator(tmp_path, teacher_tok, st
     first = sum(h["loss"] for h in logs[:3]) / 3
     last = sum(h["loss"] for h in logs[-3:]) / 3
     assert last < first, [h["loss"] for h in logs]
+
+
+def test_byte_sets_trains_with_targets_from_the_collator(tmp_path, teacher_tok, student_tok, rows):
+    kw = {"loss": "byte_sets", "alpha": 0.5, "learning_rate": 3e-3, "max_steps": 16}
+    tr = _trainer(tmp_path, teacher_tok, student_tok, rows[:32], **kw)
+    batch = tr.data_collator(rows[:4])["batch"]
+    assert "set_sb_lo" in batch and "byte_entry_row" in batch  # built by the collator
+    logs = _train_logs(tr)
+    assert all(math.isfinite(h["kd_byte"]) and 0 < h["byte_coverage"] <= 1 for h in logs)
+    first = sum(h["loss"] for h in logs[:3]) / 3
+    last = sum(h["loss"] for h in logs[-3:]) / 3
+    assert last < first, [h["loss"] for h in logs]

@@ -3,8 +3,9 @@
 Data side: :class:`VocabMap` (byte-canonical overlap O and the t2s/s2t maps), :class:`DSKDCollator`
 (rows to a padded :class:`DSKDBatch` with aligned prediction positions), :class:`OnPolicyBatcher`
 (student generations to the same batch), :class:`ByteTables` and :class:`ByteKDCollator` (the
-byte-level loss's tables and targets). Loss side: the projectors (``init_t2s_projector``,
-:class:`StudentToTeacherProjector`, ``projector_param_group``) and :class:`DualSpaceKDLoss`.
+byte-level loss's tables and targets), :class:`SetTables` (those of ``byte_sets``). Loss side:
+the projectors (``init_t2s_projector``, :class:`StudentToTeacherProjector`,
+``projector_param_group``) and :class:`DualSpaceKDLoss`.
 """
 
 from dskd_align.torch.byte_tables import ByteTables
@@ -23,6 +24,8 @@ from dskd_align.torch.projector import (
     projector_param_group,
 )
 from dskd_align.torch.render import TemplateError, turn_end_token_id
+from dskd_align.torch.set_tables import SetTables
+from dskd_align.torch.set_targets import SetKDBatch
 from dskd_align.torch.vocab import VocabMap, check_vocab_sizes, raw_string_overlap
 
 
@@ -53,6 +56,8 @@ __all__ = [
     "LOSS_NAMES",
     "OnPolicyBatcher",
     "RowFormatError",
+    "SetKDBatch",
+    "SetTables",
     "StudentToTeacherProjector",
     "TemplateError",
     "VocabMap",

@@ -114,9 +114,11 @@ def _prefix_equal(x: Tensor, y: Tensor, upto: Tensor) -> Tensor:
     return ~((x != y) & (col < upto[:, None])).any(1)
 
 
-def byte_targets(batch: Mapping[str, Tensor], tables: ByteTables) -> dict[str, Tensor]:
+def byte_targets(batch: Mapping[str, Tensor], tables: ByteTables, *, entry_index: bool = False
+                 ) -> dict[str, Tensor]:  # fmt: skip
     """The ``BYTE_FIELDS`` of ``batch`` (module notes), on the batch's device (``tables`` must be
-    there too: ``tables.to(device)``)."""
+    there too: ``tables.to(device)``). ``entry_index``: also ``"byte_entry_index"``, each
+    entry's index into the tables' extension arrays (``byte_sets`` reads its own tables there)."""
     t_ids, s_ids = batch["teacher_input_ids"], batch["student_input_ids"]
     ln_t, ends_t, tot_t, end_t, bad_t, _ = _side(t_ids, batch["teacher_labels"], tables.t_len)
     ln_s, ends_s, tot_s, end_s, bad_s, eos_s = _side(s_ids, batch["student_labels"], tables.s_len)
@@ -164,7 +166,7 @@ def byte_targets(batch: Mapping[str, Tensor], tables: ByteTables) -> dict[str, T
     row = torch.repeat_interleave(torch.arange(rb.numel(), device=rb.device), n_ext)
     start = n_ext.cumsum(0) - n_ext
     idx = lo[rb, rp][row] + torch.arange(row.numel(), device=rb.device) - start[row]
-    return {
+    out = {
         "byte_batch": rb,
         "byte_student_pos": rp - 1,
         "byte_teacher_pos": pk[rb, rp] - 1,
@@ -178,11 +180,18 @@ def byte_targets(batch: Mapping[str, Tensor], tables: ByteTables) -> dict[str, T
         "byte_cross_from": torch.where(two, u_from, -1)[rb, rp],
         "byte_cross_to": torch.where(two, s_ids, -1)[rb, rp],
     }
+    if entry_index:
+        out["byte_entry_index"] = idx
+    return out
 
 
 def with_byte_targets(batch: DSKDBatch, tables: ByteTables) -> ByteKDBatch:
-    """``batch`` as a :class:`ByteKDBatch` (its targets built on its device)."""
+    """``batch`` as a :class:`ByteKDBatch` (its targets built on its device); with tables that
+    carry more targets (``SetTables``: ``byte_sets``), the batch type those tables name."""
     fields = {k: batch[k] for k in DSKDBatch._names()}
+    more = getattr(tables, "batch_targets", None)
+    if more is not None:
+        return more(batch, fields)
     return ByteKDBatch({**fields, **byte_targets(batch, tables)})
 
 

@@ -18,13 +18,16 @@ Names (``LOSS_NAMES``):
 - ``"exact_kd+chunk_kd"``: both parts; ``"dskd+exact_kd"``: DSKD's three terms plus exact_kd.
 - ``"byte_kd"``: KD on the teacher's byte-level belief about the student's next token
   (``byte_kd.py``); ``vocab`` must be the pair's ``ByteTables`` (it carries the VocabMap).
+- ``"byte_sets"``: the same belief scored on sets of consistent student tokens, tight next-token
+  sets, with the student's own boundary (``set_kd.py``); ``vocab``: the pair's ``SetTables``.
 
 ``tau=None`` means the loss's own default (2.0 for the parts of DSKD, 1.0 otherwise); options
 by part: exact_kd ``unmapped`` ("renormalize" | "other"), ``space`` ("student" | "teacher" |
 "both"); chunk_kd ``chunk_loss`` ("binary_kl" | "squared_log_ratio"), ``chunk_weight`` (weight of
 the chunk part, 1.0); dskd ``student_space``, ``teacher_space``, ``frozen_student_head``;
 byte_kd ``crossing`` ("skip" | "one_step" | "two_step": student tokens that cross a teacher
-token's end).
+token's end); byte_sets ``crossing`` ("one_step" | "skip"), ``student_boundary`` (True),
+``tight_extensions`` (False).
 """
 
 from __future__ import annotations
@@ -47,16 +50,18 @@ from dskd_align.torch.losses import (
     gold_cross_entropy,
     identity_alignment,
 )
+from dskd_align.torch.set_kd import SetKD
 
 __all__ = ["LOSS_NAMES", "DistillationLoss", "VanillaKD", "build_loss"]
 
 LOSS_NAMES = ("sft", "dskd", "kd", "exact_kd", "chunk_kd", "exact_kd+chunk_kd", "dskd+exact_kd",
-              "byte_kd")  # fmt: skip
+              "byte_kd", "byte_sets")  # fmt: skip
 _OPTIONS = {
     "dskd": {"student_space", "teacher_space", "frozen_student_head"},
     "exact_kd": {"unmapped", "space"},
     "chunk_kd": {"chunk_loss", "chunk_weight"},
     "byte_kd": {"crossing"},
+    "byte_sets": {"crossing", "student_boundary", "tight_extensions"},
 }
 
 
@@ -209,7 +214,8 @@ def build_loss(
     """The loss module called ``name`` (one of ``LOSS_NAMES``; module notes for the options).
 
     Heads are ``nn.Linear`` weights ``[V, d]`` (the teacher's may be None for "sft"); ``vocab``
-    a ``VocabMap`` (None: one shared vocabulary; "byte_kd": the pair's ``ByteTables``). Unknown
+    a ``VocabMap`` (None: one shared vocabulary; "byte_kd": the pair's ``ByteTables``;
+    "byte_sets": its ``SetTables``). Unknown
     names or options are a ValueError.
     """
     if name not in LOSS_NAMES:
@@ -259,19 +265,26 @@ def build_loss(
             tau=tau_kd, chunk_loss=options.get("chunk_loss", "binary_kl"), chunk_size=chunk_size
         )
         weights["chunk_kd"] = float(options.get("chunk_weight", 1.0))
-    if "byte_kd" in kinds:
+    if "byte_kd" in kinds or "byte_sets" in kinds:
+        kind = "byte_kd" if "byte_kd" in kinds else "byte_sets"
         if divergence != "forward_kl":
             raise ValueError(
-                f"byte_kd's KD is KL(q || p_s): divergence must be 'forward_kl', got {divergence!r}"
+                f"{kind}'s KD is KL(q || p_s): divergence must be 'forward_kl', got {divergence!r}"
             )
-        part = ByteKD(vocab, tau=tau_kd, crossing=options.get("crossing", "skip"),
-                      chunk_size=chunk_size)  # fmt: skip
+        if kind == "byte_kd":
+            part = ByteKD(vocab, tau=tau_kd, crossing=options.get("crossing", "skip"),
+                          chunk_size=chunk_size)  # fmt: skip
+        else:
+            part = SetKD(vocab, tau=tau_kd, crossing=options.get("crossing", "one_step"),
+                         student_boundary=bool(options.get("student_boundary", True)),
+                         tight_extensions=bool(options.get("tight_extensions", False)),
+                         chunk_size=chunk_size)  # fmt: skip
         sizes = (vocab.teacher_vocab_size, vocab.student_vocab_size)
         if sizes != (W_t.shape[0], W_s.shape[0]):
             raise ValueError(
                 f"ByteTables are sized V_t={sizes[0]}, V_s={sizes[1]} but the heads have "
                 f"{W_t.shape[0]} and {W_s.shape[0]} rows: build them with ByteTables.for_models"
             )
-        parts["byte_kd"] = part
+        parts[kind] = part
     loss = DistillationLoss(parts, alpha=alpha, weights=weights, chunk_size=chunk_size)
     return loss.to(W_s.device)

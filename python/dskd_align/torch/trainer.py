@@ -57,6 +57,7 @@ from dskd_align.torch.generation import generate, seq_kd_rows
 from dskd_align.torch.losses import gold_cross_entropy
 from dskd_align.torch.objectives import build_loss
 from dskd_align.torch.onpolicy import OnPolicyBatcher
+from dskd_align.torch.set_tables import SetTables
 from dskd_align.torch.vocab import VocabMap
 
 __all__ = ["LOSS_STATE_FILE", "DSKDTrainer"]
@@ -192,14 +193,15 @@ class DSKDTrainer(Trainer):
             options["tau"] = args.tau
         vocab: Any = None if collator.same_tokenizer else vocab_map
         batches: Any = collator
-        if args.loss == "byte_kd":
-            # byte_kd reads the pair's byte tables (built once here) and its batches carry their
-            # targets, built by the collator (in the DataLoader workers), not in the step.
+        if args.loss in ("byte_kd", "byte_sets"):
+            # byte_kd/byte_sets read the pair's byte tables (built once here) and their batches
+            # carry their targets, built by the collator (in the DataLoader workers), not in
+            # the step.
             pairs = collator.special_pairs
             vmap = vocab_map or VocabMap.for_models(
                 t_tok, s_tok, teacher_model, model, special_pairs=pairs
             )
-            vocab = ByteTables(t_tok, s_tok, vmap)
+            vocab = (SetTables if args.loss == "byte_sets" else ByteTables)(t_tok, s_tok, vmap)
             batches = ByteKDCollator(collator, vocab)
         self.loss_module = build_loss(
             args.loss,
