@@ -53,6 +53,7 @@ pub mod canonical;
 pub mod drops;
 pub mod error;
 mod keys;
+pub mod marks;
 pub mod place;
 pub mod span;
 pub mod tokenize;

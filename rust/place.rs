@@ -29,7 +29,7 @@
 //!    Qwen's NFC `é` for "e" + U+0301 reported on the "e" alone thus spans both code points and
 //!    never pairs with a plain `e` of the other side.
 //!
-//! **Unpairable tokens** take part in chunks (rule 5), never in pairs. Five kinds, all of case 3:
+//! **Unpairable tokens** take part in chunks (rule 5), never in pairs. Six kinds, all of case 3:
 //! - a token whose character range overlaps its neighbour's: a normalizer made several tokens out
 //!   of the same original characters (NFD "é" -> `e` + U+0301, NFKC "ﬁ" -> `f` + `i...`, byte
 //!   pieces of a composed character), so none of them stands for a whole piece of the original
@@ -44,6 +44,8 @@
 //! - the two parts of a normalized character whose second part is reported on a dropped
 //!   character after it (t5-small's NFKC "ﬁ\x08": `f` on "ﬁ", `i` on the `\x08`;
 //!   `spills_onto_dropped`): the first does not stand for all of "ﬁ", the second for none of it.
+//! - a token of case 3 right before a combining mark (canonical reordering may have moved one of
+//!   its marks past it: [`crate::marks`]);
 //! - with the side's normalizer known ([`crate::drops`]), any token of case 3 that ends after a
 //!   character it drops: its span rests on a lag inferred from the text ("\x08שלוםﬁ\x08":
 //!   nothing after t5-small's `f` says it lags by the leading `\x08`).
@@ -54,6 +56,7 @@
 //! tokenization, not offsets users hand to `align_encodings`, and not normalizers).
 
 use crate::drops::Drops;
+use crate::marks::is_combining_mark;
 use crate::span::Span;
 use lag::{advance_chars, confirms_lag, lag_chars, spills_onto_dropped};
 
@@ -194,11 +197,15 @@ pub fn place_tokens_with<'b>(
                         }
                         Drops::Unknown => false,
                     };
+                    // Right before a combining mark, canonical reordering may have moved one of
+                    // its own marks past that one ([`crate::marks`]: nfd-bpe's `E` of "È" + U+1CDC).
+                    let before_mark = text.get(end..).and_then(|r| r.chars().next());
                     if shared
                         || piece
                         || part
                         || spilled.is_some()
                         || after_dropped
+                        || before_mark.is_some_and(is_combining_mark)
                         || stands_for_dropped(text, pos, end, own)
                     {
                         if unpairable.is_empty() {

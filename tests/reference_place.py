@@ -5,6 +5,8 @@ characters."""
 
 from __future__ import annotations
 
+import unicodedata
+
 from reference_lag import (
     advance_chars,
     chars_between,
@@ -105,6 +107,9 @@ def place(t: Text, side: Side) -> tuple[list[tuple[int, int]], list[bool]]:
                 after_dropped = known is not None and any(
                     c in known for b, (_, c) in t.starting_at.items() if b < end
                 )
+                # right before a combining mark (canonical reordering may have moved one of its
+                # marks past it)
+                mark = t.starting_at.get(end, (0, "a"))[1]
                 unpairable[i] = (
                     shared
                     or (spelled and dropped_only)
@@ -112,6 +117,7 @@ def place(t: Text, side: Side) -> tuple[list[tuple[int, int]], list[bool]]:
                     or part
                     or spilled is not None
                     or after_dropped
+                    or unicodedata.combining(mark) > 0
                 )
         spans.append(span)
         pos = span[1]
