@@ -16,6 +16,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dskd_align::align::{align, Placed};
+use dskd_align::drops::Drops;
 use dskd_align::span::place_tokens;
 use dskd_align::tokenize::{CoreTokenizer, Encoded};
 use dskd_align::{place, SideOut};
@@ -131,7 +132,14 @@ fn real_cases(shared: &Path) -> Vec<Case> {
                 .iter()
                 .map(|text| {
                     let enc = [0, 1].map(|k| toks[k].encode(text, false).expect("encode"));
-                    let placed = [0, 1].map(|k| place(text, enc[k].clone(), Some(&toks[k].table)));
+                    let placed = [0, 1].map(|k| {
+                        place(
+                            text,
+                            enc[k].clone(),
+                            Some(&toks[k].table),
+                            Drops::Known(&toks[k].drops),
+                        )
+                    });
                     Row {
                         text: text.clone(),
                         enc,
@@ -194,7 +202,7 @@ fn synthetic_case() -> Case {
         .into_iter()
         .map(|text| {
             let enc = [split(&text, 4), split(&text, 6)];
-            let placed = [0, 1].map(|k| place(&text, enc[k].clone(), None));
+            let placed = [0, 1].map(|k| place(&text, enc[k].clone(), None, Drops::Unknown));
             Row { text, enc, placed }
         })
         .collect();
