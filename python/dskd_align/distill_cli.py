@@ -237,6 +237,16 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _leave_process_group() -> None:
+    """Under torchrun, leave the process group before the interpreter exits. A gloo rank that
+    exits with it alive can abort in teardown (SIGABRT, "terminate called without an active
+    exception": its threads still hold tensors), failing the whole launch after a good run."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def cmd_distill(args: argparse.Namespace) -> int:
     try:
         import transformers  # noqa: F401
@@ -289,6 +299,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
             final.update({k: round(v, 4) for k, v in trainer.evaluate().items()})
     finally:
         progress.close()
+        _leave_process_group()
     final["seconds"] = round(time.perf_counter() - start, 1)
     keys = ("ce_gold", "coverage", "agreement", "n_aligned", "unsupervised_rows", "tokens_per_s")
     final.update({k: progress.last[k] for k in keys if k in progress.last})
