@@ -189,3 +189,13 @@ def rows() -> list[dict[str, str]]:
 def real_tok():
     """``real_tok(name)``: a real tokenizer, or a skip when ``../shared/tokenizers`` lacks it."""
     return real
+
+
+@pytest.fixture(scope="session")
+def set_tables(teacher_tok, student_tok):
+    """``byte_sets`` tables of the trained pair (heads padded past the tokenizers: 8, 4 rows)."""
+    from dskd_align.torch import VocabMap
+    from dskd_align.torch.set_tables import SetTables
+
+    vmap = VocabMap(teacher_tok, student_tok, len(teacher_tok) + 8, len(student_tok) + 4)
+    return SetTables(teacher_tok, student_tok, vmap)

@@ -8,35 +8,28 @@ import pytest
 import torch
 from conftest import BUILTIN
 
-from dskd_align.torch import DSKDCollator, VocabMap
+from dskd_align.torch import DSKDCollator
 from dskd_align.torch.byte_targets import ByteKDCollator
 from dskd_align.torch.set_kd import SetKD
-from dskd_align.torch.set_tables import SetTables
 
 
 @pytest.fixture(scope="module")
-def tables(teacher_tok, student_tok):
-    vmap = VocabMap(teacher_tok, student_tok, len(teacher_tok) + 8, len(student_tok) + 4)
-    return SetTables(teacher_tok, student_tok, vmap)
-
-
-@pytest.fixture(scope="module")
-def batch(teacher_tok, student_tok, rows, tables):
+def batch(teacher_tok, student_tok, rows, set_tables):
     texts = [{"prompt": p, "response": r} for p, r in BUILTIN[2:5]] + rows[:1]
-    return ByteKDCollator(DSKDCollator(teacher_tok, student_tok), tables)(texts)
+    return ByteKDCollator(DSKDCollator(teacher_tok, student_tok), set_tables)(texts)
 
 
-def _strings(tables, side):
-    ln, off, flat = (getattr(tables, f"{side}_{k}").tolist() for k in ("len", "off", "bytes"))
+def _strings(set_tables, side):
+    ln, off, flat = (getattr(set_tables, f"{side}_{k}").tolist() for k in ("len", "off", "bytes"))
     return [bytes(flat[o : o + n]) for o, n in zip(off, ln, strict=True)]
 
 
-def naive(tables, batch, h_s, h_t, W_s, W_t, *, sb, tight_ext, crossing):
-    tb, sbytes = _strings(tables, "t"), _strings(tables, "s")
-    rep = tables._first.rep  # bytes -> student id (one per distinct string)
+def naive(set_tables, batch, h_s, h_t, W_s, W_t, *, sb, tight_ext, crossing):
+    tb, sbytes = _strings(set_tables, "t"), _strings(set_tables, "s")
+    rep = set_tables._first.rep  # bytes -> student id (one per distinct string)
     teacher = {b for b in tb if b}
     v_t = len(tb)
-    pm = tables.pm.tolist()
+    pm = set_tables.pm.tolist()
 
     def tight_ok(base: bytes, s: bytes) -> bool:  # no teacher token t, base < t <= s
         return not any(s[:j] in teacher for j in range(len(base) + 1, len(s) + 1))
@@ -65,8 +58,8 @@ def naive(tables, batch, h_s, h_t, W_s, W_t, *, sb, tight_ext, crossing):
     pid_len = {}
     for g, b in enumerate(tb):
         for m in range(1, len(b) + 1):
-            pid_len[int(tables.prefix_id[int(tables.t_off[g]) + m - 1])] = m
-    ptr = tables.ext_ptr
+            pid_len[int(set_tables.prefix_id[int(set_tables.t_off[g]) + m - 1])] = m
+    ptr = set_tables.ext_ptr
     s_ids, s_lab = batch["student_input_ids"], batch["student_labels"]
     kl_all = []
     for i in range(batch["byte_batch"].numel()):
@@ -94,7 +87,7 @@ def naive(tables, batch, h_s, h_t, W_s, W_t, *, sb, tight_ext, crossing):
             rem = tb[v][m:]
             if dropped(rem):
                 continue
-            ids = members(rem, tables.first(rem), (tb[v], tb[v][:m]) if tight_ext else None)
+            ids = members(rem, set_tables.first(rem), (tb[v], tb[v][:m]) if tight_ext else None)
             masses.append(p[v])
             logs.append(torch.log(ps[ids].sum()))
         if g >= 0:
@@ -128,17 +121,17 @@ def naive(tables, batch, h_s, h_t, W_s, W_t, *, sb, tight_ext, crossing):
 
 @pytest.mark.parametrize(("sb", "tight_ext", "crossing"), [
     (True, True, "one_step"), (True, False, "skip"), (False, True, "skip")])  # fmt: skip
-def test_equals_the_plain_reference(tables, batch, sb, tight_ext, crossing):
+def test_equals_the_plain_reference(set_tables, batch, sb, tight_ext, crossing):
     g = torch.Generator().manual_seed(11)
-    W_t = torch.randn(tables.teacher_vocab_size, 6, generator=g, dtype=torch.float64)
-    W_s = torch.randn(tables.student_vocab_size, 5, generator=g, dtype=torch.float64)
+    W_t = torch.randn(set_tables.teacher_vocab_size, 6, generator=g, dtype=torch.float64)
+    W_s = torch.randn(set_tables.student_vocab_size, 5, generator=g, dtype=torch.float64)
     h_t = torch.randn(*batch["teacher_input_ids"].shape, 6, generator=g, dtype=torch.float64)
     h_s = torch.randn(*batch["student_input_ids"].shape, 5, generator=g, dtype=torch.float64)
     a, b = h_s.clone().requires_grad_(), h_s.clone().requires_grad_()
-    mod = SetKD(tables, student_boundary=sb, tight_extensions=tight_ext, crossing=crossing,
+    mod = SetKD(set_tables, student_boundary=sb, tight_extensions=tight_ext, crossing=crossing,
                 chunk_size=32).double()  # fmt: skip
     got, _ = mod.kd(batch, a, h_t, W_s, W_t)
-    ref = naive(tables, batch, b, h_t, W_s, W_t, sb=sb, tight_ext=tight_ext, crossing=crossing)
+    ref = naive(set_tables, batch, b, h_t, W_s, W_t, sb=sb, tight_ext=tight_ext, crossing=crossing)
     got.backward()
     ref.backward()
     assert ref > 0 and b.grad.abs().sum() > 0 and batch["set_echild_entry"].numel() > 0
