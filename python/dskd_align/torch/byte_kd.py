@@ -176,7 +176,13 @@ class ByteKD(nn.Module):
                   student_lm_head_bias, tg["byte_entry_row"], tg["byte_entry_teacher"],
                   tg["byte_entry_student"], self.pm_full]  # fmt: skip
         (s,), (mass,) = chunked_sums(self._chunk, 1, rows, shared, self.chunk_size)
-        n = w.sum()  # [] no sync
+        return self._mean(batch, s, mass, w)
+
+    @staticmethod
+    def _mean(batch: Mapping[str, Any], s: Tensor, mass: Tensor, w: Tensor
+              ) -> tuple[Tensor, dict[str, Tensor]]:  # fmt: skip
+        """The mean KL over the weighted targets, and the metrics (no host sync)."""
+        n = w.sum()
         denom = n.clamp_min(1.0)
         kd = s / denom
         sup = batch.get("supervised_tokens")

@@ -195,15 +195,4 @@ class SetKD(ByteKD):
                   tg["set_sb_hi"], tg["set_echild_entry"], tg["set_echild_lo"],
                   tg["set_echild_hi"]]  # fmt: skip
         (s,), (mass,) = chunked_sums(self._chunk, 1, rows, shared, self.chunk_size)
-        n = w.sum()  # [] no sync
-        denom = n.clamp_min(1.0)
-        kd = s / denom
-        sup = batch.get("supervised_tokens")
-        n_sup = sup.sum() if sup is not None else (batch["student_labels"] != -100).sum()
-        metrics = {
-            "kd_byte": kd.detach(),
-            "n_byte_targets": n.detach(),
-            "byte_coverage": (n / n_sup.clamp_min(1)).detach().float(),
-            "byte_teacher_mass": (mass / denom).detach(),
-        }
-        return kd, metrics
+        return self._mean(batch, s, mass, w)
