@@ -30,12 +30,13 @@ from torch import nn
 
 from dskd_align import demo
 from dskd_align.demo_models import DemoSize, build_student, pretrained_models, tokenizers
-from dskd_align.demo_train import train_arm
+from dskd_align.demo_train import evaluate, train_arm
 from dskd_align.torch import DSKDCollator, VocabMap
 from dskd_align.torch import losses as dskd_losses
 from dskd_align.torch.byte_tables import ByteTables
 from dskd_align.torch.byte_targets import ByteKDCollator
-from dskd_align.torch.objectives import build_loss
+from dskd_align.torch.objectives import VanillaKD, build_loss
+from dskd_align.torch.set_kd import SetKD
 from dskd_align.torch.set_tables import SetTables
 
 RESULTS = Path(__file__).parent / "results" / "gap_closure.json"
@@ -171,6 +172,11 @@ ABLATIONS = {
         {"alpha": 0.5, "tight_extensions": True},
         "pretrained",
     ),
+    # BENCHMARKS.md, "What limits byte_sets": KD without the first response token (byte_sets
+    # has none); no student-boundary filter; shared boundaries: next-token outcomes only.
+    "kd-same no first": ("same", "kd", {"tau": 1.0, "skip_first": True}, "pretrained"),
+    "byte_sets-same no sb": ("same", "byte_sets", {"student_boundary": False}, "pretrained"),
+    "byte_sets-cross trust": ("cross", "byte_sets", {"trust_boundary": True}, "pretrained"),
     # From scratch a student needs the issue probe's learning rate (3e-3) to get anywhere.
     "sft-cross random init": ("cross", "sft", {"lr": 3e-3}, "random"),
     "dskd-cross random init": ("cross", "dskd", {"tau": 2.0, "lr": 3e-3}, "random"),
@@ -214,11 +220,37 @@ class _NoGate:
         dskd_losses._dskd_chunk = self.orig
 
 
+def _skip_first(kd: Any) -> Any:
+    """A KD part's ``kd`` that does not see each row's first supervised position."""
+
+    def wrapped(batch: Any, *args: Any) -> Any:
+        lab = batch["student_labels"].clone()
+        sup = lab[:, 1:] != -100
+        rows = sup.any(1).nonzero(as_tuple=True)[0]
+        lab[rows, sup.int().argmax(1)[rows] + 1] = -100
+        return kd({"student_labels": lab}, *args)
+
+    return wrapped
+
+
+def _trust_boundary(targets: Any) -> Any:
+    """byte_sets' targets with the extension entries of shared-boundary targets dropped."""
+
+    def wrapped(batch: Any, device: Any) -> Any:
+        tg = dict(targets(batch, device))
+        shared = tg["byte_token"][tg["byte_entry_row"]] >= 0
+        tg["set_entry_sb_ok"] = tg["set_entry_sb_ok"] & ~shared
+        return tg
+
+    return wrapped
+
+
 def _loss(kind_loss: str, opts: dict[str, Any], teacher: Any, student: Any, ctx: dict) -> Any:
     opts = dict(opts)
     alpha = opts.pop("alpha", 0.5)
     projector = opts.pop("projector", "pinv")
     opts.pop("gate", None)
+    skip_first, trust = opts.pop("skip_first", False), opts.pop("trust_boundary", False)
     if kind_loss == "byte_kd_sets":  # an experiment of this bench, not a library loss
         from byte_sets import build_set_loss
 
@@ -235,6 +267,11 @@ def _loss(kind_loss: str, opts: dict[str, Any], teacher: Any, student: Any, ctx:
         alpha=alpha if kind_loss != "sft" else 0.0,
         **opts,
     )
+    for m in fn.modules():
+        if skip_first and isinstance(m, VanillaKD):
+            m.kd = _skip_first(m.kd)
+        if trust and isinstance(m, SetKD):
+            m._targets = _trust_boundary(m._targets)
     if projector == "random":
         for m in fn.modules():
             if isinstance(m, nn.Linear):  # the t->s projector: default nn.Linear init instead
@@ -259,7 +296,8 @@ def run(seed: int, arms: dict[str, tuple], steps: int, size: DemoSize, cache_dir
         "same": DSKDCollator(toks.teacher, toks.teacher),
     }
     data = {k: demo._data(c, teacher, train, val, test, 8) for k, c in cols.items()}
-    out: dict[str, Any] = {}
+    t_bpb = evaluate(teacher, data["same"].test, data["same"].test_bytes)
+    out: dict[str, Any] = {"teacher": {"test_bpb": t_bpb}}  # for reference: no arm
     same_tables: dict[str, ByteTables] = {}
     for name, (kind, loss, opts, init) in arms.items():
         torch.manual_seed(seed)
@@ -335,6 +373,8 @@ def main() -> None:
     ap.add_argument("--ablations", action="store_true", help="also the DSKD/loss ablations")
     ap.add_argument("--only", nargs="*", help="run only these arm names")
     ap.add_argument("--cache-dir", default=None, help="default: the demo's user cache dir")
+    # Another teacher (pretraining steps) is another regime: its own --out file.
+    ap.add_argument("--teacher-steps", type=int, default=DemoSize().teacher_steps)
     ap.add_argument("--out", default=str(RESULTS))
     a = ap.parse_args()
     arms = {**MAIN, **(ABLATIONS if a.ablations else {})}
@@ -343,7 +383,8 @@ def main() -> None:
     path = Path(a.out)
     res: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     for seed in a.seeds:
-        per = run(seed, arms, a.steps, DemoSize(), a.cache_dir, lr=a.lr, eval_every=a.eval_every)
+        size = DemoSize(teacher_steps=a.teacher_steps)
+        per = run(seed, arms, a.steps, size, a.cache_dir, lr=a.lr, eval_every=a.eval_every)
         res.setdefault(str(seed), {}).update(per)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(res, indent=1))
