@@ -114,3 +114,18 @@ def test_distill_data_without_models_is_refused(tmp_path, folders, capsys):
     _, _, data = folders
     assert main(["distill", "--data", str(data)]) == 2
     assert "--data needs --teacher and --student" in capsys.readouterr().err
+
+
+def test_distill_leaves_the_process_group(tmp_path):
+    """Under torchrun the command leaves the group before exit: a gloo rank that exits with it
+    alive can abort in teardown (SIGABRT) after a good run, failing the whole launch."""
+    import torch.distributed as dist
+
+    from dskd_align.distill_cli import _leave_process_group
+
+    _leave_process_group()  # no group (a plain run): nothing to do, no error
+    store = f"file://{tmp_path / 'store'}"
+    dist.init_process_group("gloo", init_method=store, rank=0, world_size=1)
+    assert dist.is_initialized()
+    _leave_process_group()
+    assert not dist.is_initialized()
