@@ -19,7 +19,7 @@ from dskd_align.torch.data import DSKDBatch
 from dskd_align.torch.objectives import build_loss
 from dskd_align.torch.set_kd import SetKD
 from dskd_align.torch.set_tables import SetTables
-from dskd_align.torch.set_targets import SET_FIELDS, SetKDBatch
+from dskd_align.torch.set_targets import SET_FIELDS, SetKDBatch, in_ranges
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benches"))
 from byte_sets import SetByteKD  # noqa: E402
@@ -174,3 +174,21 @@ def test_tables_from_byte_tables_and_to_device(set_tables):
     moved = set_tables.to("cpu")
     assert isinstance(moved, SetTables) and moved.rank_base == set_tables.rank_base
     assert pickle.loads(pickle.dumps(set_tables)).num_sorted == set_tables.num_sorted
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64])
+def test_ruled_out_segments_equal_a_search_over_every_range(set_tables, batch, chunk):
+    """The loss's student-boundary mask of the next-token outcomes (segments of the rank-sorted
+    teacher tokens) equals testing every key ``target x rank_base + rank`` against every range,
+    chunk by chunk, with the ranges of other chunks present."""
+    mod = SetKD(set_tables)
+    lo, hi = batch["set_sb_lo"], batch["set_sb_hi"]
+    rank = set_tables.next_rank
+    n = batch["byte_batch"].numel()
+    assert lo.numel() > 0 and int(mod._ruled_out(torch.arange(n), lo, hi).sum()) > 0
+    for start in range(0, n, chunk):
+        rid = torch.arange(start, min(start + chunk, n))
+        keys = rid[:, None] * set_tables.rank_base + rank[None, :]
+        want = in_ranges(keys, lo, hi) & (rank >= 0)[None, :]
+        assert torch.equal(mod._ruled_out(rid, lo, hi), want), start
+    assert mod._ruled_out(torch.arange(0), lo, hi).shape == (0, rank.numel())

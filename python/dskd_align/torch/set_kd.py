@@ -41,7 +41,7 @@ and ``p_s(C)`` is ``p_s[first]`` plus range differences: one ``[n, V_t]`` gather
 next-token classes (minus the tight child ranges, an ``index_add`` over at most ``V_t`` of them)
 and one per extension entry. **Memory**: targets in row chunks (``chunked_sums``): one chunk
 holds two ``[n, V_t]`` teacher blocks, ``[n, V_s]`` student logits, the ``[n, n_sorted]``
-float64 cumulative sum and ``[n, V_t]`` float64 next-token sums (and int64 keys for the
+float64 cumulative sum and ``[n, V_t]`` float64 next-token sums (and an int32 mark array for the
 student-boundary test), never ``[N, V]`` for all targets; each chunk scans the batch's entries
 and ranges (no host sync). The per-batch fields come from the collator (``ByteKDCollator`` with
 ``SetTables``); a batch without them has them built here, which syncs.
@@ -60,12 +60,12 @@ from dskd_align.torch.byte_targets import BYTE_FIELDS
 from dskd_align.torch.chunked import chunked_sums
 from dskd_align.torch.heads import lm_logits
 from dskd_align.torch.set_tables import SetTables
-from dskd_align.torch.set_targets import SET_FIELDS, in_ranges, set_targets
+from dskd_align.torch.set_targets import SET_FIELDS, set_targets
 
 __all__ = ["SetKD"]
 
 _BUFFERS = ("s_sorted", "ext_lo", "ext_hi", "ext_rank", "next_lo", "next_hi", "child_parent",
-            "child_lo", "child_hi", "next_cls", "next_rank", "t_rep")  # fmt: skip
+            "child_lo", "child_hi", "next_cls", "t_rep")  # fmt: skip
 
 
 class SetKD(ByteKD):
@@ -93,6 +93,12 @@ class SetKD(ByteKD):
         for name in _BUFFERS:
             self.register_buffer(f"_{name}", getattr(tables, name), persistent=False)
         self.rank_base = tables.rank_base
+        # The teacher tokens in the order of their next-token outcome's rank (no outcome: last),
+        # so that a target's ruled-out rank ranges are column segments (_ruled_out).
+        rank = tables.next_rank.masked_fill(tables.next_rank < 0, self.rank_base)
+        rank_sorted, order = torch.sort(rank)
+        self.register_buffer("_rank_sorted", rank_sorted, persistent=False)
+        self.register_buffer("_rank_unsort", torch.argsort(order), persistent=False)
 
     def _targets(self, batch: Mapping[str, Any], device: torch.device) -> dict[str, Tensor]:
         names = BYTE_FIELDS + SET_FIELDS
@@ -120,10 +126,7 @@ class SetKD(ByteKD):
             p2 = torch.softmax(lm_logits(h_t2, W_t, b_t).div_(self.tau), -1)
             qn = p_k[:, None] * p2.masked_fill_((self._next_cls < 0)[None, :], 0.0)  # [n, V_t]
             if self.student_boundary:
-                keys = rid[:, None] * self.rank_base + self._next_rank[None, :]
-                out = in_ranges(keys, sb_lo, sb_hi) & (self._next_rank >= 0)[None, :]
-                qn.masked_fill_(out, 0.0)
-                del keys, out
+                qn.masked_fill_(self._ruled_out(rid, sb_lo, sb_hi), 0.0)
             mass = qn.sum(-1) + p.new_zeros(n + 1).index_add_(0, row_e, pe)[:n]  # [n]
             inv = 1.0 / mass.clamp_min(torch.finfo(mass.dtype).tiny)
             # The target's entropy over classes (same bytes = same class).
@@ -164,6 +167,29 @@ class SetKD(ByteKD):
             ce = ce + p_s.new_zeros(n + 1).index_add(0, row_e, qe * log_e)[:n]
         kl = neg_ent - ce  # a row with no mass: q = 0, KL = 0
         return ((kl * w).sum(),), ((mass * w).sum(),)
+
+    def _ruled_out(self, rid: Tensor, sb_lo: Tensor, sb_hi: Tensor) -> Tensor:
+        """``[n, V_t]`` bool: the next-token outcomes that the chunk rows' ruled-out ranges
+        (keys ``target x rank_base + rank``) hold. Each range becomes a segment of the rank-sorted
+        teacher tokens, marked +1 / -1 and summed along the row: a pass over ``[n, V_t]``
+        instead of a binary search over every range for each of its keys."""
+        n, v, base = rid.numel(), self._rank_sorted.numel(), self.rank_base
+        if n == 0:
+            return torch.zeros(0, v, dtype=torch.bool, device=rid.device)
+        target = torch.div(sb_lo, base, rounding_mode="floor")
+        row = target - rid[:1]  # the chunk's rows are consecutive targets
+        mine = (row >= 0) & (row < n)
+        lo = torch.searchsorted(self._rank_sorted, sb_lo - target * base)
+        hi = torch.searchsorted(self._rank_sorted, sb_hi - target * base)
+        # Other chunks' ranges mark a spare column past the end (+1 and -1 cancel there).
+        w = v + 2
+        lo = torch.where(mine, row * w + lo, w - 1)
+        hi = torch.where(mine, row * w + hi, w - 1)
+        mark = torch.zeros(n * w, dtype=torch.int32, device=rid.device)
+        one = torch.ones_like(lo, dtype=torch.int32)
+        mark.index_add_(0, lo, one).index_add_(0, hi, -one)
+        inside = mark.view(n, w)[:, :v].cumsum(1, dtype=torch.int32) > 0
+        return inside.index_select(1, self._rank_unsort)
 
     def kd(
         self,
