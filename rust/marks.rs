@@ -55,15 +55,7 @@ const RANGES: [(u32, u32); 188] = [
 /// Whether `c` has a non-zero canonical combining class.
 pub fn is_combining_mark(c: char) -> bool {
     let c = c as u32;
-    RANGES
-        .binary_search_by(|&(a, b)| {
-            if b < c {
-                std::cmp::Ordering::Less
-            } else if a > c {
-                std::cmp::Ordering::Greater
-            } else {
-                std::cmp::Ordering::Equal
-            }
-        })
-        .is_ok()
+    // The first range that does not end before `c` holds it, if any does.
+    let i = RANGES.partition_point(|&(_, b)| b < c);
+    RANGES.get(i).is_some_and(|&(a, _)| a <= c)
 }

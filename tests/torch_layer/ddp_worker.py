@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from dskd_align.distill_cli import _leave_process_group
 from dskd_align.torch import DSKDConfig, DSKDTrainer
 
 
@@ -63,11 +64,9 @@ def main() -> None:
         state = {f"student.{k}": v for k, v in full.items()}
         state.update({f"loss.{k}": v for k, v in trainer.loss_module.state_dict().items()})
         torch.save({k: v.detach().cpu() for k, v in state.items()}, root / f"{out}.pt")
-    # Leave the group before exit, as `dskd-align distill` does: a gloo rank that exits with it
-    # alive can abort in interpreter teardown ("terminate called without an active exception",
-    # SIGABRT; seen once in CI on the FSDP launch).
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    # Leave the group before exit, with `dskd-align distill`'s own helper: a gloo rank that exits
+    # with it alive can abort in teardown (SIGABRT; seen once in CI on the FSDP launch).
+    _leave_process_group()
 
 
 if __name__ == "__main__":
