@@ -134,6 +134,8 @@ def synthetic_set_targets(fields: dict[str, Tensor], tables: SetTables, g: torch
         "set_echild_entry": ent,
         "set_echild_lo": c_lo,
         "set_echild_hi": (c_lo + 8).clamp_max(tables.student_vocab_size),
+        "set_branch_token": torch.full((n,), -1),  # no branch states: branch=False's step
+        "set_branch_slot": torch.full((n,), -1),
     }
     assert set(out) == set(SET_FIELDS)
     return out

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import statistics
 from pathlib import Path
@@ -30,7 +31,7 @@ from torch import nn
 
 from dskd_align import demo
 from dskd_align.demo_models import DemoSize, build_student, pretrained_models, tokenizers
-from dskd_align.demo_train import evaluate, train_arm
+from dskd_align.demo_train import evaluate, teacher_hidden, train_arm
 from dskd_align.torch import DSKDCollator, VocabMap
 from dskd_align.torch import losses as dskd_losses
 from dskd_align.torch.byte_tables import ByteTables
@@ -177,6 +178,8 @@ ABLATIONS = {
     "kd-same no first": ("same", "kd", {"tau": 1.0, "skip_first": True}, "pretrained"),
     "byte_sets-same no sb": ("same", "byte_sets", {"student_boundary": False}, "pretrained"),
     "byte_sets-cross trust": ("cross", "byte_sets", {"trust_boundary": True}, "pretrained"),
+    # Targets inside a teacher token keep the "teacher token ends here" outcome (branch.py).
+    "byte_sets-cross branch": ("cross", "byte_sets", {"branch": True}, "pretrained"),
     # From scratch a student needs the issue probe's learning rate (3e-3) to get anywhere.
     "sft-cross random init": ("cross", "sft", {"lr": 3e-3}, "random"),
     "dskd-cross random init": ("cross", "dskd", {"tau": 2.0, "lr": 3e-3}, "random"),
@@ -316,11 +319,18 @@ def run(seed: int, arms: dict[str, tuple], steps: int, size: DemoSize, cache_dir
         same_byte = kind == "same" and loss.startswith("byte_")
         tab = same_tables["same"] if same_byte else tables
         fn = _loss(loss, opts, teacher, student, {"kind": kind, "vmap": vmap, "tables": tab})
+        arm_data = data[kind]
+        if opts.get("branch"):  # the teacher's branch states after the gold positions
+            if "branch" not in data:
+                d = data[kind]
+                data["branch"] = dataclasses.replace(d, t_hidden=teacher_hidden(teacher, d.train,
+                                                                                 True))  # fmt: skip
+            arm_data = data["branch"]
         gate = _NoGate() if opts.get("gate") is False else None
         if gate:
             gate.__enter__()
         try:
-            r = train_arm(name, student, teacher, fn, data[kind], steps=steps,
+            r = train_arm(name, student, teacher, fn, arm_data, steps=steps,
                           eval_every=eval_every, lr=arm_lr, projector_lr=5e-4,
                           seed=seed)  # fmt: skip
         finally:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from dskd_align.demo_data import bits_per_byte, ce_sum
+from dskd_align.torch.branch import teacher_hidden_with_branches
 
 __all__ = ["ArmData", "ArmResult", "evaluate", "teacher_hidden", "train_arm"]
 
@@ -54,8 +55,11 @@ def _hidden(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def teacher_hidden(teacher: Any, batches: list[Any]) -> list[torch.Tensor]:
-    """The teacher's last hidden states ``[B, L_t, d_t]`` of every batch."""
+def teacher_hidden(teacher: Any, batches: list[Any], branches: bool = False) -> list[torch.Tensor]:
+    """The teacher's last hidden states ``[B, L_t, d_t]`` of every batch; ``branches``: followed
+    by the branch states of ``byte_sets(branch=True)`` (the batches carry the set targets)."""
+    if branches:
+        return [teacher_hidden_with_branches(teacher, b) for b in batches]
     return [_hidden(teacher, b["teacher_input_ids"], b["teacher_attention_mask"]) for b in batches]
 
 

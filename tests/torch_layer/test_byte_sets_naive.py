@@ -24,7 +24,7 @@ def _strings(set_tables, side):
     return [bytes(flat[o : o + n]) for o, n in zip(off, ln, strict=True)]
 
 
-def naive(set_tables, batch, h_s, h_t, W_s, W_t, *, sb, tight_ext, crossing):
+def naive(set_tables, batch, h_s, h_t, W_s, W_t, *, sb, tight_ext, crossing, branch=False):
     tb, sbytes = _strings(set_tables, "t"), _strings(set_tables, "s")
     rep = set_tables._first.rep  # bytes -> student id (one per distinct string)
     teacher = {b for b in tb if b}
@@ -65,7 +65,11 @@ def naive(set_tables, batch, h_s, h_t, W_s, W_t, *, sb, tight_ext, crossing):
     for i in range(batch["byte_batch"].numel()):
         r, sp, tp = (int(batch[k][i]) for k in ("byte_batch", "byte_student_pos",
                                                 "byte_teacher_pos"))  # fmt: skip
-        g = int(batch["byte_token"][i])
+        g, nxt_pos = int(batch["byte_token"][i]), min(tp + 1, h_t.shape[1] - 1)
+        if branch and int(batch["set_branch_token"][i]) >= 0:
+            # inside k: the teacher wrote P (the consumed bytes) and goes on from there
+            g = int(batch["set_branch_token"][i])
+            nxt_pos = batch["teacher_input_ids"].shape[1] + int(batch["set_branch_slot"][i])
         if crossing == "skip" and bool(batch["byte_crosses"][i]):
             continue
         prev = sbytes[int(s_ids[r, sp])]
@@ -77,7 +81,7 @@ def naive(set_tables, batch, h_s, h_t, W_s, W_t, *, sb, tight_ext, crossing):
             return filt and any(prev + R[:k] in rep for k in range(1, len(R) + 1))  # noqa: B023
 
         p = torch.softmax(h_t[r, tp] @ W_t.T, -1)
-        p2 = torch.softmax(h_t[r, min(tp + 1, h_t.shape[1] - 1)] @ W_t.T, -1)
+        p2 = torch.softmax(h_t[r, nxt_pos] @ W_t.T, -1)
         ps = torch.softmax(h_s[r, sp] @ W_s.T, -1)
         masses, logs = [], []
         for e in (batch["byte_entry_row"] == i).nonzero()[:, 0].tolist():

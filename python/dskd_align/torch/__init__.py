@@ -3,11 +3,13 @@
 Data side: :class:`VocabMap` (byte-canonical overlap O and the t2s/s2t maps), :class:`DSKDCollator`
 (rows to a padded :class:`DSKDBatch` with aligned prediction positions), :class:`OnPolicyBatcher`
 (student generations to the same batch), :class:`ByteTables` and :class:`ByteKDCollator` (the
-byte-level loss's tables and targets), :class:`SetTables` (those of ``byte_sets``). Loss side:
+byte-level loss's tables and targets), :class:`SetTables` (those of ``byte_sets``),
+``teacher_hidden_with_branches`` (the teacher's states for ``byte_sets(branch=True)``). Loss side:
 the projectors (``init_t2s_projector``, :class:`StudentToTeacherProjector`,
 ``projector_param_group``) and :class:`DualSpaceKDLoss`.
 """
 
+from dskd_align.torch.branch import teacher_hidden_with_branches
 from dskd_align.torch.byte_tables import ByteTables
 from dskd_align.torch.byte_targets import ByteKDBatch, ByteKDCollator
 from dskd_align.torch.collate import DSKDCollator
@@ -69,5 +71,6 @@ __all__ = [
     "raw_string_overlap",
     "sharegpt_to_messages",
     "split_row",
+    "teacher_hidden_with_branches",
     "turn_end_token_id",
 ]

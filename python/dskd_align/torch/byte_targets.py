@@ -118,7 +118,9 @@ def byte_targets(batch: Mapping[str, Tensor], tables: ByteTables, *, entry_index
                  ) -> dict[str, Tensor]:  # fmt: skip
     """The ``BYTE_FIELDS`` of ``batch`` (module notes), on the batch's device (``tables`` must be
     there too: ``tables.to(device)``). ``entry_index``: also ``"byte_entry_index"``, each
-    entry's index into the tables' extension arrays (``byte_sets`` reads its own tables there)."""
+    entry's index into the tables' extension arrays (``byte_sets`` reads its own tables there),
+    and ``"byte_prefix_flat"``, each target's consumed prefix of ``k`` in the flat layout of
+    ``t_bytes`` (``t_off[k] + m - 1``)."""
     t_ids, s_ids = batch["teacher_input_ids"], batch["student_input_ids"]
     ln_t, ends_t, tot_t, end_t, bad_t, _ = _side(t_ids, batch["teacher_labels"], tables.t_len)
     ln_s, ends_s, tot_s, end_s, bad_s, eos_s = _side(s_ids, batch["student_labels"], tables.s_len)
@@ -180,8 +182,9 @@ def byte_targets(batch: Mapping[str, Tensor], tables: ByteTables, *, entry_index
         "byte_cross_from": torch.where(two, u_from, -1)[rb, rp],
         "byte_cross_to": torch.where(two, s_ids, -1)[rb, rp],
     }
-    if entry_index:
+    if entry_index:  # byte_sets: its own tables' entries, and the consumed prefix (v, m)
         out["byte_entry_index"] = idx
+        out["byte_prefix_flat"] = flat[rb, rp]
     return out
 
 

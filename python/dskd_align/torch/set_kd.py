@@ -74,12 +74,15 @@ class SetKD(ByteKD):
     ``tables``: the pair's :class:`SetTables` (sized to the heads); ``tau``: temperature of both
     distributions; ``crossing``: "one_step" (default) or "skip"; ``student_boundary``: drop the
     outcomes the student's own boundary rules out (default True); ``tight_extensions``: the
-    extension classes' sets read the teacher's boundary too (module notes).
+    extension classes' sets read the teacher's boundary too (module notes); ``branch``: keep the
+    "teacher token ends here" outcome at targets inside a teacher token (``branch.py``; the
+    teacher's hidden states must then carry the branch states,
+    :func:`~dskd_align.torch.branch.teacher_hidden_with_branches`, as ``DSKDTrainer`` does).
     """
 
     def __init__(self, tables: SetTables, *, tau: float = 1.0, crossing: str = "one_step",
                  student_boundary: bool = True, tight_extensions: bool = False,
-                 chunk_size: int | None = 256) -> None:  # fmt: skip
+                 branch: bool = False, chunk_size: int | None = 256) -> None:  # fmt: skip
         if not isinstance(tables, SetTables):
             raise TypeError(
                 f"byte_sets needs the pair's SetTables as vocab, got {type(tables).__name__}: "
@@ -90,6 +93,7 @@ class SetKD(ByteKD):
         super().__init__(tables, tau=tau, crossing=crossing, chunk_size=chunk_size)
         self.student_boundary = bool(student_boundary)
         self.tight_extensions = bool(tight_extensions)
+        self.branch = bool(branch)
         for name in _BUFFERS:
             self.register_buffer(f"_{name}", getattr(tables, name), persistent=False)
         self.rank_base = tables.rank_base
@@ -99,6 +103,10 @@ class SetKD(ByteKD):
         rank_sorted, order = torch.sort(rank)
         self.register_buffer("_rank_sorted", rank_sorted, persistent=False)
         self.register_buffer("_rank_unsort", torch.argsort(order), persistent=False)
+
+    def targets(self, batch: Mapping[str, Any], device: torch.device) -> dict[str, Tensor]:
+        """The batch's set-target fields: its own, else built here (one host sync)."""
+        return self._targets(batch, device)
 
     def _targets(self, batch: Mapping[str, Any], device: torch.device) -> dict[str, Tensor]:
         names = BYTE_FIELDS + SET_FIELDS
@@ -205,11 +213,23 @@ class SetKD(ByteKD):
         tg = self._targets(batch, student_hidden.device)
         b, sp, tp = tg["byte_batch"], tg["byte_student_pos"], tg["byte_teacher_pos"]
         h_t = teacher_hidden.detach()
-        nxt = (tp + 1).clamp_max(h_t.shape[1] - 1)  # read only where byte_token >= 0
+        g, nxt = tg["byte_token"], tp + 1  # the next position: read only where g >= 0
+        if self.branch:  # inside k: the branch token P and its state after the gold positions
+            n_l, br = batch["teacher_input_ids"].shape[1], tg["set_branch_token"]
+            if h_t.shape[1] == n_l and br.numel() and bool((br >= 0).any()):
+                raise ValueError(
+                    "byte_sets(branch=True) needs the teacher's branch states after its "
+                    f"{n_l} positions, got teacher hidden states of {n_l}: compute them with "
+                    "dskd_align.torch.branch.teacher_hidden_with_branches(teacher, batch) "
+                    "(DSKDTrainer does), or set branch=False"
+                )
+            g = torch.where(br >= 0, br, g)
+            nxt = torch.where(br >= 0, n_l + tg["set_branch_slot"], nxt)
+        nxt = nxt.clamp_max(h_t.shape[1] - 1)
         w = torch.ones_like(sp, dtype=torch.float32)
         if self.crossing == "skip":
             w = w.masked_fill(tg["byte_crosses"], 0.0)
-        rows = [h_t[b, tp], h_t[b, nxt], student_hidden[b, sp], tg["byte_token"], w,
+        rows = [h_t[b, tp], h_t[b, nxt], student_hidden[b, sp], g, w,
                 torch.arange(sp.numel(), device=sp.device)]  # fmt: skip
         bias_t = None if teacher_lm_head_bias is None else teacher_lm_head_bias.detach()
         e_ok = tg["set_entry_sb_ok"]

@@ -24,6 +24,8 @@ probability of a set is one gather of ``p_s[first(R)]`` plus a difference of a c
   target's entropy (the lowest teacher id with the same bytes; a special token: the lowest with
   the same student twin; ``-1``: no student token starts it, its mass is dropped), ``next_rank``.
 - ``t_rep [V_t]``: the lowest teacher id with the same bytes (extension classes of one target).
+- ``prefix_token``: in ``ByteTables``' flat prefix layout, the (lowest) teacher id whose bytes
+  are that prefix, else -1: the token ``P`` of the branch outcome (``branch=True``).
 - **Student boundary** (``sb``): after the student wrote ``u``, a longest-match student would
   not go on with an ``X`` such that ``bytes(u) + X`` is a student token. The outcome strings
   (every suffix of every teacher token's bytes, sorted) starting with such an ``X`` form, per
@@ -57,7 +59,7 @@ __all__ = ["SetTables", "poly_hash"]
 _SET_TENSORS = ("s_sorted", "ext_lo", "ext_hi", "ext_rank", "ext_cptr", "ext_clo", "ext_chi",
                 "next_lo", "next_hi", "child_parent",
                 "child_lo", "child_hi", "next_cls", "next_rank", "t_rep", "sb_ptr", "sb_lo",
-                "sb_hi", "s_hash")  # fmt: skip
+                "sb_hi", "s_hash", "prefix_token")  # fmt: skip
 P1, P2, BASE = 2147483647, 2147483629, 257
 
 
@@ -159,6 +161,13 @@ class SetTables(ByteTables):
             rk.append(rank[b] if b else -1)
         self.next_cls, self.next_rank = _long(cls), _long(rk)
         self.t_rep = _long([first_id[b] if b else w for w, b in enumerate(tb)])
+        # The branch outcome (set_kd.py, branch=True): the teacher token whose bytes are the
+        # first m bytes of v, at ByteTables' flat offset of (v, m) (-1: no such token).
+        pt = np.full(int(self.t_len.sum()), -1, np.int64)
+        for v, b in enumerate(tb):
+            base = int(self.t_off[v])
+            pt[base : base + len(b)] = [first_id.get(b[:m], -1) for m in range(1, len(b) + 1)]
+        self.prefix_token = torch.from_numpy(pt)
         by_bytes: dict[bytes, list[int]] = {}
         for w, b in enumerate(tb):
             if b:

@@ -40,7 +40,7 @@ from dskd_align.torch.byte_targets import (
 __all__ = ["SET_FIELDS", "SetKDBatch", "in_ranges", "set_targets"]
 
 SET_FIELDS = ("set_entry_index", "set_entry_sb_ok", "set_sb_lo", "set_sb_hi", "set_echild_entry",
-              "set_echild_lo", "set_echild_hi")  # fmt: skip
+              "set_echild_lo", "set_echild_hi", "set_branch_token", "set_branch_slot")  # fmt: skip
 
 
 @dataclass(init=False, eq=False)
@@ -50,7 +50,10 @@ class SetKDBatch(ByteKDBatch):
     (bool: not ruled out by the student's boundary); ``set_sb_lo``/``set_sb_hi`` ``[R]``: the
     batch's ruled-out outcome ranges, keys ``target x rank_base + rank`` (module notes);
     ``set_echild_entry``/``_lo``/``_hi`` ``[K]``: per batch entry, the student ranges it loses
-    with ``tight_extensions`` (``SetTables.ext_c*``)."""
+    with ``tight_extensions`` (``SetTables.ext_c*``). Per target ``[N]``, for ``branch=True``
+    (``branch.py``): ``set_branch_token``, the teacher token ``P`` equal to the consumed bytes of
+    ``k`` where the target sits strictly inside ``k`` and ``P`` is a teacher token (else -1),
+    and ``set_branch_slot``, its place among its row's branch targets (else -1)."""
 
     set_entry_index: Tensor
     set_entry_sb_ok: Tensor
@@ -59,6 +62,8 @@ class SetKDBatch(ByteKDBatch):
     set_echild_entry: Tensor
     set_echild_lo: Tensor
     set_echild_hi: Tensor
+    set_branch_token: Tensor
+    set_branch_slot: Tensor
 
 
 def in_ranges(keys: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
@@ -100,9 +105,19 @@ def set_targets(batch: Mapping[str, Tensor], tables: Any) -> dict[str, Tensor]:
     """``BYTE_FIELDS`` + ``SET_FIELDS`` of ``batch`` (module notes), on the batch's device
     (``tables``, a ``SetTables``, must be there too: ``tables.to(device)``)."""
     tg = byte_targets(batch, tables, entry_index=True)
-    idx = tg.pop("byte_entry_index")
+    idx, flat = tg.pop("byte_entry_index"), tg.pop("byte_prefix_flat")
     b, sp = tg["byte_batch"], tg["byte_student_pos"]
     dev = b.device
+    # Branch targets: inside k (no shared boundary), the consumed bytes being a teacher token.
+    inner = tg["byte_token"] < 0
+    pt, br = tables.prefix_token, torch.full_like(b, -1)
+    if pt.numel():
+        br = torch.where(inner, pt[flat.clamp(0, pt.numel() - 1)], -1)
+    is_br = (br >= 0).long()
+    per_row = torch.zeros(batch["student_input_ids"].shape[0], dtype=torch.long, device=dev)
+    per_row.index_add_(0, b, is_br)
+    before = (per_row.cumsum(0) - per_row)[b]  # branch targets of earlier rows
+    slot = torch.where(is_br > 0, is_br.cumsum(0) - 1 - before, -1)
     u_prev = batch["student_input_ids"][b, sp]
     filt = (tables.s_len[u_prev] > 0) & ~_longer_match(batch, tables, b, sp)
     lo_p, hi_p = tables.sb_ptr[u_prev], tables.sb_ptr[u_prev + 1]
@@ -125,6 +140,8 @@ def set_targets(batch: Mapping[str, Tensor], tables: Any) -> dict[str, Tensor]:
         "set_echild_entry": ent,
         "set_echild_lo": tables.ext_clo[kc],
         "set_echild_hi": tables.ext_chi[kc],
+        "set_branch_token": br,
+        "set_branch_slot": slot,
     }
 
 

@@ -48,6 +48,7 @@ import torch
 from torch import Tensor, nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback
 
+from dskd_align.torch.branch import branch_part, teacher_hidden_with_branches
 from dskd_align.torch.byte_tables import ByteTables
 from dskd_align.torch.byte_targets import ByteKDCollator
 from dskd_align.torch.collate import DSKDCollator
@@ -322,7 +323,11 @@ class DSKDTrainer(Trainer):
             if getattr(head, "bias", None) is not None
         }
         h_t = None
-        if self.needs_teacher:
+        branch = branch_part(self.loss_module) if self.needs_teacher else None
+        if branch is not None:  # byte_sets(branch=True): gold and branch states, one forward
+            fields = branch.targets(batch, batch.teacher_input_ids.device)
+            h_t = teacher_hidden_with_branches(self.teacher, batch, fields)
+        elif self.needs_teacher:
             with torch.no_grad():
                 h_t = last_hidden(self.teacher, batch.side("teacher"), base=True)
         loss, metrics = self.loss_module.forward_batch(batch, h_s, h_t, W_s, W_t, **biases)
