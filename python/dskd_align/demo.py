@@ -2,9 +2,9 @@
 
 Fully offline on CPU. Cost of the five default arms at 128 steps, models cached, 2 cores: 70 s
 wall, 111 s CPU at load ~1 with ``byte_kd`` as the cross arm (13.6 min wall on the same machine
-shared with ~6 other processes); with ``byte_sets`` (now the default): 236 s wall, 120 s CPU on
-one thread at load ~3 (the ``byte_sets`` arm 83 s, DSKD 52 s); pretraining, once, adds ~3 min
-CPU. The DSKD arm costs ~3x an SFT arm (the trainer runs the teacher every step); fewer
+shared with ~6 other processes); with ``byte_sets`` and its branch states (now the default):
+~75 s of arms on 2 quiet cores (the ``byte_sets`` arm 33 s, DSKD 20 s); pretraining, once, adds
+~3 min CPU. The DSKD arm costs ~3x an SFT arm (the trainer runs the teacher every step); fewer
 ``steps`` is the knob. The paper's regime, shrunk
 (``demo_data``/``demo_models`` record choices):
 

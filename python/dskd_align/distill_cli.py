@@ -55,7 +55,7 @@ def add_distill_parser(sub: Any) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a loss option (repeatable), e.g. unmapped=other, chunk_weight=0.5",
+        help="a loss option (repeatable), e.g. unmapped=other, chunk_weight=0.5, branch=true",
     )
     k.add_argument("--alpha", type=float, default=0.5)
     k.add_argument("--tau", type=float, default=None, help="KD temperature (loss default)")
