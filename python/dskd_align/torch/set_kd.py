@@ -25,6 +25,12 @@ left in byte_kd's target"), both the teacher-boundary problem of exact pairs in 
    (``student_boundary=True``, the default), except where the student's own text shows its
    tokenizer was not longest-match there (``set_targets.py``).
 
+3. **The teacher token that could end here** (``branch=True``, off by default; on in the demo).
+   Inside a teacher token ``k`` the classes are only the extensions of the consumed bytes
+   ``P``; the teacher's mass on ``P`` itself (then a new token at the boundary) needs the
+   teacher's state after ``P``, which ``branch.py`` computes in the same teacher forward. The
+   target then reads like one at a shared boundary with ``P`` as the token before.
+
 **Teacher mass without a student twin**: an outcome no student token can start (``first`` is
 -1), or a special token without a VocabMap twin, is dropped before normalizing (as in
 ``byte_kd``); a special token with a twin (EOS) scores its twin alone, ``C = {t2s[w]}``. A
