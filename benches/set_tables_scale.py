@@ -1,5 +1,6 @@
 """``byte_sets`` at real vocabulary sizes: build time and size of ``SetTables``, per-batch set
-fields, and one chunked loss step on random heads (CPU).
+fields (with the branch targets of ``branch=True``: how many, and the extra teacher positions
+per row ``M`` against the row width ``L``), and one chunked loss step on random heads (CPU).
 
     python benches/set_tables_scale.py --teacher qwen2.5 --student llama2 --rows 8
 
@@ -70,6 +71,9 @@ def main() -> None:
         "collate_s": round(collate_s, 2),
         "entries_per_target": round(batch["byte_entry_row"].numel() / max(n, 1), 1),
         "sb_ranges_per_target": round(batch["set_sb_lo"].numel() / max(n, 1), 1),
+        "branch_targets": int((batch["set_branch_token"] >= 0).sum()),
+        "branch_positions_per_row": int(batch["set_branch_slot"].max()) + 1,
+        "teacher_positions_per_row": int(batch["teacher_input_ids"].shape[1]),
         "loss_step_s": round(step_s, 2), "chunk": a.chunk, "kd_byte": float(m["kd_byte"]),
         "byte_teacher_mass": float(m["byte_teacher_mass"]),
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
