@@ -168,3 +168,12 @@ def test_trainer_runs_byte_sets_with_branches(tmp_path, teacher_tok, student_tok
     first = sum(h["loss"] for h in logs[:3]) / 3
     last = sum(h["loss"] for h in logs[-3:]) / 3
     assert last < first, [h["loss"] for h in logs]
+
+
+def test_on_policy_steps_build_branch_fields_in_the_step(tmp_path, teacher_tok, student_tok, rows):
+    # Student samples carry no set fields: the trainer builds them before the teacher's forward.
+    kw = {"loss": "byte_sets", "loss_kwargs": {"branch": True}, "max_steps": 2, "lmbda": 1.0,
+          "max_new_tokens": 12}  # fmt: skip
+    logs = _train_logs(_trainer(tmp_path, teacher_tok, student_tok, rows[:8], **kw))
+    assert [h["on_policy"] for h in logs] == [1.0, 1.0]
+    assert all(math.isfinite(h["loss"]) and math.isfinite(h["kd_byte"]) for h in logs)
