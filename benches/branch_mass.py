@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from typing import Any
 
 import torch
 
@@ -23,18 +24,24 @@ from dskd_align.torch import ByteKDCollator, DSKDCollator, VocabMap
 from dskd_align.torch.set_tables import SetTables
 
 
+def demo_pair(seed: int) -> tuple[Any, SetTables, ByteKDCollator]:
+    """The demo's pretrained teacher of ``seed`` (cached like the demo), the embedded pair's
+    ``SetTables`` and a collator that adds the set targets."""
+    toks = tokenizers()
+    models = pretrained_models(DemoSize(), seed, toks)
+    teacher = models["teacher"]
+    vmap = VocabMap(toks.teacher, toks.student, teacher.lm_head.weight.shape[0],
+                    models["cross"].lm_head.weight.shape[0])  # fmt: skip
+    tables = SetTables(toks.teacher, toks.student, vmap)
+    return teacher, tables, ByteKDCollator(DSKDCollator(toks.teacher, toks.student), tables)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rows", type=int, default=256)
     a = ap.parse_args()
-    toks = tokenizers()
-    models = pretrained_models(DemoSize(), a.seed, toks)
-    teacher = models["teacher"]
-    vmap = VocabMap(toks.teacher, toks.student, teacher.lm_head.weight.shape[0],
-                    models["cross"].lm_head.weight.shape[0])  # fmt: skip
-    tables = SetTables(toks.teacher, toks.student, vmap)
-    col = ByteKDCollator(DSKDCollator(toks.teacher, toks.student), tables)
+    teacher, _, col = demo_pair(a.seed)
     n = inner = 0
     shares: list[float] = []
     for batch in make_batches(col, task_rows("train", a.rows, a.seed), 32):

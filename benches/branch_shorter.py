@@ -18,12 +18,10 @@ import argparse
 import statistics
 
 import torch
+from branch_mass import demo_pair
 
 from dskd_align.demo_data import make_batches, task_rows
-from dskd_align.demo_models import DemoSize, pretrained_models, tokenizers
-from dskd_align.torch import ByteKDCollator, DSKDCollator, VocabMap
 from dskd_align.torch.byte_targets import byte_targets
-from dskd_align.torch.set_tables import SetTables
 
 
 @torch.no_grad()
@@ -46,19 +44,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rows", type=int, default=64)
     a = ap.parse_args()
-    toks = tokenizers()
-    models = pretrained_models(DemoSize(), a.seed, toks)
-    teacher = models["teacher"]
-    vmap = VocabMap(toks.teacher, toks.student, teacher.lm_head.weight.shape[0],
-                    models["cross"].lm_head.weight.shape[0])  # fmt: skip
-    tables = SetTables(toks.teacher, toks.student, vmap)
+    teacher, tables, col = demo_pair(a.seed)
     tb = tables._bytes("t")
     ids: dict[bytes, int] = {}
     for v, b in enumerate(tb):
         if b:
             ids.setdefault(b, v)
     starting: dict[bytes, torch.Tensor] = {}
-    col = ByteKDCollator(DSKDCollator(toks.teacher, toks.student), tables)
     shares: list[float] = []
     for batch in make_batches(col, task_rows("train", a.rows, a.seed), 16):
         tg = byte_targets(batch, tables, entry_index=True)

@@ -44,6 +44,13 @@ def _trainer(tmp_path, teacher_tok, student_tok, rows, student=None, **kw) -> DS
     )
 
 
+def assert_loss_falls(logs: list[dict]) -> None:
+    """The mean loss of the last three logged steps is below that of the first three."""
+    first = sum(h["loss"] for h in logs[:3]) / 3
+    last = sum(h["loss"] for h in logs[-3:]) / 3
+    assert last < first, [h["loss"] for h in logs]
+
+
 def _train_logs(trainer: DSKDTrainer) -> list[dict]:
     trainer.train()
     return [h for h in trainer.state.log_history if "loss" in h]
@@ -189,9 +196,7 @@ def test_byte_kd_trains_with_targets_from_the_collator(tmp_path, teacher_tok, st
     assert "byte_entry_row" in batch  # built by the collator, not in the step
     logs = _train_logs(tr)
     assert all(math.isfinite(h["kd_byte"]) and 0 < h["byte_coverage"] <= 1 for h in logs)
-    first = sum(h["loss"] for h in logs[:3]) / 3
-    last = sum(h["loss"] for h in logs[-3:]) / 3
-    assert last < first, [h["loss"] for h in logs]
+    assert_loss_falls(logs)
 
 
 def test_byte_sets_trains_with_targets_from_the_collator(tmp_path, teacher_tok, student_tok, rows):
@@ -201,6 +206,4 @@ def test_byte_sets_trains_with_targets_from_the_collator(tmp_path, teacher_tok, 
     assert "set_sb_lo" in batch and "byte_entry_row" in batch  # built by the collator
     logs = _train_logs(tr)
     assert all(math.isfinite(h["kd_byte"]) and 0 < h["byte_coverage"] <= 1 for h in logs)
-    first = sum(h["loss"] for h in logs[:3]) / 3
-    last = sum(h["loss"] for h in logs[-3:]) / 3
-    assert last < first, [h["loss"] for h in logs]
+    assert_loss_falls(logs)
