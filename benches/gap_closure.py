@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import statistics
 from pathlib import Path
@@ -33,7 +32,7 @@ from torch import nn
 
 from dskd_align import demo
 from dskd_align.demo_models import DemoSize, build_student, pretrained_models, tokenizers
-from dskd_align.demo_train import evaluate, teacher_hidden, train_arm
+from dskd_align.demo_train import evaluate, train_arm, with_branch_states
 from dskd_align.torch import DSKDCollator, VocabMap
 from dskd_align.torch import losses as dskd_losses
 from dskd_align.torch.byte_tables import ByteTables
@@ -181,9 +180,7 @@ def run(seed: int, arms: dict[str, tuple], steps: int, size: DemoSize, cache_dir
         arm_data = data[kind]
         if opts.get("branch"):  # the teacher's branch states after the gold positions
             if "branch" not in data:
-                d = data[kind]
-                data["branch"] = dataclasses.replace(d, t_hidden=teacher_hidden(teacher, d.train,
-                                                                                 True))  # fmt: skip
+                data["branch"] = with_branch_states(data[kind], teacher)
             arm_data = data["branch"]
         gate = _NoGate() if opts.get("gate") is False else None
         if gate:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -23,7 +23,7 @@ import torch
 from dskd_align.demo_data import bits_per_byte, ce_sum
 from dskd_align.torch.branch import teacher_hidden_with_branches
 
-__all__ = ["ArmData", "ArmResult", "evaluate", "teacher_hidden", "train_arm"]
+__all__ = ["ArmData", "ArmResult", "evaluate", "teacher_hidden", "train_arm", "with_branch_states"]
 
 
 @dataclass
@@ -61,6 +61,12 @@ def teacher_hidden(teacher: Any, batches: list[Any], branches: bool = False) -> 
     if branches:
         return [teacher_hidden_with_branches(teacher, b) for b in batches]
     return [_hidden(teacher, b["teacher_input_ids"], b["teacher_attention_mask"]) for b in batches]
+
+
+def with_branch_states(data: ArmData, teacher: Any) -> ArmData:
+    """``data`` with the teacher's hidden states followed by the branch states of
+    ``byte_sets(branch=True)``; the batches themselves are shared, not rebuilt."""
+    return replace(data, t_hidden=teacher_hidden(teacher, data.train, True))
 
 
 @torch.no_grad()
