@@ -179,10 +179,9 @@ def run(seed: int, arms: dict[str, tuple], steps: int, size: DemoSize, cache_dir
         fn = _loss(loss, opts, teacher, student, {"kind": kind, "vmap": vmap, "tables": tab})
         arm_data = data[kind]
         if opts.get("branch"):  # the teacher's branch states after the gold positions
-            states = "shorter" if opts.get("shorter_paths") else "branch"
-            if states not in data:
-                data[states] = with_branch_states(data[kind], teacher, states == "shorter")
-            arm_data = data[states]
+            if "branch" not in data:
+                data["branch"] = with_branch_states(data[kind], teacher)
+            arm_data = data["branch"]
         gate = _NoGate() if opts.get("gate") is False else None
         if gate:
             gate.__enter__()

@@ -146,13 +146,6 @@ ABLATIONS = {
     "byte_sets-cross trust": ("cross", "byte_sets", {"trust_boundary": True}, "pretrained"),
     # Targets inside a teacher token keep the "teacher token ends here" outcome (branch.py).
     "byte_sets-cross branch": ("cross", "byte_sets", {"branch": True}, "pretrained"),
-    # ... and the paths whose first teacher token is shorter than the consumed bytes.
-    "byte_sets-cross shorter": (
-        "cross",
-        "byte_sets",
-        {"branch": True, "shorter_paths": True},
-        "pretrained",
-    ),  # fmt: skip
     # From scratch a student needs the issue probe's learning rate (3e-3) to get anywhere.
     "sft-cross random init": ("cross", "sft", {"lr": 3e-3}, "random"),
     "dskd-cross random init": ("cross", "dskd", {"tau": 2.0, "lr": 3e-3}, "random"),

@@ -189,9 +189,8 @@ def run_seed(
                 alpha=arm_alpha, batch_size=batch_size, **common,
             )  # fmt: skip
         else:
-            states = "shorter" if opts.get("shorter_paths") else "branch"
-            if opts.get("branch") and states not in data:  # the teacher's branch states too
-                data[states] = with_branch_states(data["cross"], teacher, states == "shorter")
+            if opts.get("branch") and "branch" not in data:  # the teacher's branch states too
+                data["branch"] = with_branch_states(data["cross"], teacher)
             fn = build_loss(
                 loss,
                 teacher.lm_head.weight.detach(),
@@ -200,7 +199,7 @@ def run_seed(
                 alpha=arm_alpha if loss != "sft" else 0.0,
                 **opts,
             )
-            arm_data = data[states if opts.get("branch") else kind]
+            arm_data = data["branch" if opts.get("branch") else kind]
             out[name] = train_arm(name, student, teacher, fn, arm_data, projector_lr=5e-4, **common)
     return out
 

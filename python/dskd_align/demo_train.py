@@ -55,22 +55,18 @@ def _hidden(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def teacher_hidden(teacher: Any, batches: list[Any], branches: bool = False,
-                   shorter_paths: bool = False) -> list[torch.Tensor]:  # fmt: skip
+def teacher_hidden(teacher: Any, batches: list[Any], branches: bool = False) -> list[torch.Tensor]:
     """The teacher's last hidden states ``[B, L_t, d_t]`` of every batch; ``branches``: followed
-    by the branch states of ``byte_sets(branch=True)`` (the batches carry the set targets), and
-    with ``shorter_paths`` those of its shorter first tokens."""
+    by the branch states of ``byte_sets(branch=True)`` (the batches carry the set targets)."""
     if branches:
-        return [teacher_hidden_with_branches(teacher, b, shorter_paths=shorter_paths)
-                for b in batches]  # fmt: skip
+        return [teacher_hidden_with_branches(teacher, b) for b in batches]
     return [_hidden(teacher, b["teacher_input_ids"], b["teacher_attention_mask"]) for b in batches]
 
 
-def with_branch_states(data: ArmData, teacher: Any, shorter_paths: bool = False) -> ArmData:
+def with_branch_states(data: ArmData, teacher: Any) -> ArmData:
     """``data`` with the teacher's hidden states followed by the branch states of
-    ``byte_sets(branch=True)`` (``shorter_paths``: and of its shorter first tokens); the batches
-    themselves are shared, not rebuilt."""
-    return replace(data, t_hidden=teacher_hidden(teacher, data.train, True, shorter_paths))
+    ``byte_sets(branch=True)``; the batches themselves are shared, not rebuilt."""
+    return replace(data, t_hidden=teacher_hidden(teacher, data.train, True))
 
 
 @torch.no_grad()

@@ -39,51 +39,32 @@ def branch_part(loss_module: nn.Module) -> Any:
     return next((m for m in loss_module.modules() if isinstance(m, SetKD) and m.branch), None)
 
 
-def branch_inputs(batch: Mapping[str, Tensor], fields: Mapping[str, Tensor], dtype: torch.dtype,
-                  shorter_paths: bool = False) -> dict[str, Tensor] | None:  # fmt: skip
+def branch_inputs(batch: Mapping[str, Tensor], fields: Mapping[str, Tensor], dtype: torch.dtype
+                  ) -> dict[str, Tensor] | None:  # fmt: skip
     """``input_ids``/``position_ids`` ``[B, L+M]`` and the additive 4D ``attention_mask``
     ``[B, 1, L+M, L+M]`` (``dtype``) of the teacher's forward with branches; None when the batch
     has no branch target. ``batch``: the teacher side (``teacher_input_ids``,
-    ``teacher_attention_mask``); ``fields``: the set targets (``set_targets.py``);
-    ``shorter_paths``: the nodes of the shorter first tokens too (``set_node_*``)."""
+    ``teacher_attention_mask``); ``fields``: the set targets (``set_targets.py``)."""
     ids, att = batch["teacher_input_ids"], batch["teacher_attention_mask"]
-    br, slot, tp = fields["set_branch_token"], fields["set_branch_slot"], fields["byte_teacher_pos"]
+    br, slot = fields["set_branch_token"], fields["set_branch_slot"]
     sel = (br >= 0).nonzero()[:, 0]
-    # Every branch state: (target, token, slot, depth: 0 read in k's place, 1 after a node).
-    tgt, tok, col, depth, parent = (
-        sel,
-        br[sel],
-        slot[sel],
-        torch.zeros_like(sel),
-        -torch.ones_like(sel),
-    )
-    if shorter_paths and fields["set_node_token"].numel():
-        n_tok, n_slot, n_par = (fields[f"set_node_{k}"] for k in ("token", "slot", "parent"))
-        t, j = (n_tok >= 0).nonzero(as_tuple=True)
-        up = n_slot[t, n_par[t, j].clamp_min(0)]
-        tgt, tok = torch.cat([tgt, t]), torch.cat([tok, n_tok[t, j]])
-        col = torch.cat([col, n_slot[t, j]])
-        depth = torch.cat([depth, (n_par[t, j] >= 0).long()])
-        parent = torch.cat([parent, torch.where(n_par[t, j] >= 0, up, -1)])
-    if tgt.numel() == 0:
+    if sel.numel() == 0:
         return None
     n_b, n_l = ids.shape
-    m = int(col.max()) + 1  # a host sync: the forward's width depends on the data
+    m = int(slot[sel].max()) + 1  # a host sync: the forward's width depends on the data
     dev = ids.device
-    rows, col, parent = fields["byte_batch"][tgt], n_l + col, n_l + parent
-    at = tp[tgt] + 1  # k's position: a first token takes it, the one after it the next
+    rows, col = fields["byte_batch"][sel], n_l + slot[sel]
+    at = fields["byte_teacher_pos"][sel] + 1  # k's position: the branch token takes it
     x = torch.cat([ids, ids.new_zeros(n_b, m)], 1)
-    x[rows, col] = tok
+    x[rows, col] = br[sel]
     pos = torch.arange(n_l + m, device=dev).repeat(n_b, 1)  # gold: a plain forward's ids
     pos[:, n_l:] = 0
-    pos[rows, col] = at + depth
+    pos[rows, col] = at
     key_ok = att.bool()
     ar = torch.arange(n_l, device=dev)
     allowed = torch.zeros(n_b, n_l + m, n_l + m, dtype=torch.bool, device=dev)
     allowed[:, :n_l, :n_l] = (ar[None, :] <= ar[:, None])[None] & key_ok[:, None, :]
     allowed[rows, col, :n_l] = (ar[None, :] < at[:, None]) & key_ok[rows]
-    two = depth > 0  # the second token of a path also sees the first
-    allowed[rows[two], col[two], parent[two]] = True
     # Every query sees itself: no fully masked row (padding, unused branch slots), whose NaN
     # would reach other positions through 0 x NaN in the attention product.
     allowed |= torch.eye(n_l + m, dtype=torch.bool, device=dev)[None]
@@ -98,12 +79,10 @@ def _dtype(model: nn.Module) -> torch.dtype:
 
 @torch.no_grad()
 def teacher_hidden_with_branches(teacher: nn.Module, batch: Mapping[str, Tensor],
-                                 fields: Mapping[str, Tensor] | None = None,
-                                 shorter_paths: bool = False) -> Tensor:  # fmt: skip
+                                 fields: Mapping[str, Tensor] | None = None) -> Tensor:  # fmt: skip
     """The teacher's last hidden states ``[B, L+M, d]``: the gold positions, then each row's
     branch states (module notes). ``fields``: the set targets when ``batch`` lacks them (the
-    ``byte_sets`` part's ``targets(batch, device)``); ``shorter_paths``: the states of the
-    shorter-first-token nodes too (``byte_sets(shorter_paths=True)``)."""
+    ``byte_sets`` part's ``targets(batch, device)``)."""
     fields = batch if fields is None else fields
     impl = str(getattr(getattr(teacher, "config", None), "_attn_implementation", "") or "")
     if impl.startswith("flash"):
@@ -111,7 +90,7 @@ def teacher_hidden_with_branches(teacher: nn.Module, batch: Mapping[str, Tensor]
             f"byte_sets(branch=True) needs a teacher attention that takes a 4D mask; this teacher "
             f"uses {impl!r}: load it with attn_implementation='sdpa' (or 'eager')"
         )
-    inputs = branch_inputs(batch, fields, _dtype(teacher), shorter_paths)
+    inputs = branch_inputs(batch, fields, _dtype(teacher))
     if inputs is None:
         inputs = {
             "input_ids": batch["teacher_input_ids"],

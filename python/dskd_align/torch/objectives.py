@@ -28,8 +28,7 @@ the chunk part, 1.0); dskd ``student_space``, ``teacher_space``, ``frozen_studen
 byte_kd ``crossing`` ("skip" | "one_step" | "two_step": student tokens that cross a teacher
 token's end); byte_sets ``crossing`` ("one_step" | "skip"), ``student_boundary`` (True),
 ``tight_extensions`` (False), ``branch`` (False: the "teacher token ends here" outcome inside a
-teacher token; the teacher's hidden states must carry the branch states, ``branch.py``),
-``shorter_paths`` (False; with ``branch``: the paths whose first teacher token is shorter too).
+teacher token; the teacher's hidden states must carry the branch states, ``branch.py``).
 """
 
 from __future__ import annotations
@@ -63,7 +62,7 @@ _OPTIONS = {
     "exact_kd": {"unmapped", "space"},
     "chunk_kd": {"chunk_loss", "chunk_weight"},
     "byte_kd": {"crossing"},
-    "byte_sets": {"crossing", "student_boundary", "tight_extensions", "branch", "shorter_paths"},
+    "byte_sets": {"crossing", "student_boundary", "tight_extensions", "branch"},
 }
 
 
@@ -281,7 +280,6 @@ def build_loss(
                          student_boundary=bool(options.get("student_boundary", True)),
                          tight_extensions=bool(options.get("tight_extensions", False)),
                          branch=bool(options.get("branch", False)),
-                         shorter_paths=bool(options.get("shorter_paths", False)),
                          chunk_size=chunk_size)  # fmt: skip
         sizes = (vocab.teacher_vocab_size, vocab.student_vocab_size)
         if sizes != (W_t.shape[0], W_s.shape[0]):

@@ -30,17 +30,6 @@ left in byte_kd's target"), both the teacher-boundary problem of exact pairs in 
    ``P``; the teacher's mass on ``P`` itself (then a new token at the boundary) needs the
    teacher's state after ``P``, which ``branch.py`` computes in the same teacher forward. The
    target then reads like one at a shared boundary with ``P`` as the token before.
-4. **Shorter first tokens** (``shorter_paths=True``, with ``branch``). The teacher may also
-   spell ``P`` as a shorter token ``P[:q]`` and then a token that starts with the rest
-   ``P[q:]`` (4.1 % of the consistent mass there on the demo, ``benches/branch_shorter.py``):
-   read after ``P[:q]``, the tokens that strictly extend the rest are extension outcomes (mass
-   ``p(P[:q]) x p_{P[:q]}(t)``), and where the rest is itself a token the path ends at the
-   boundary and its next-token outcomes join those of ``P`` (``p(P[:q]) x p_{P[:q]}(P[q:]) x
-   p_{P[:q],P[q:]}(w)``). Paths of three or more tokens before the boundary are left out, and
-   so are shorter paths at shared boundaries (non-canonical spellings of the gold token, which
-   vanilla KD ignores too). The nodes' states come from the same teacher forward
-   (``branch.py``); a row chunk holds ``Q`` more ``[n, V_t]`` blocks (``Q``: the most nodes of
-   a target in the batch), so it takes ``chunk_size / (1 + Q)`` rows.
 
 **Teacher mass without a student twin**: an outcome no student token can start (``first`` is
 -1), or a special token without a VocabMap twin, is dropped before normalizing (as in
@@ -82,7 +71,7 @@ from dskd_align.torch.set_targets import SET_FIELDS, set_targets
 __all__ = ["SetKD"]
 
 _BUFFERS = ("s_sorted", "ext_lo", "ext_hi", "ext_rank", "next_lo", "next_hi", "child_parent",
-            "child_lo", "child_hi", "next_cls")  # fmt: skip
+            "child_lo", "child_hi", "next_cls", "t_rep")  # fmt: skip
 
 
 class SetKD(ByteKD):
@@ -94,15 +83,12 @@ class SetKD(ByteKD):
     extension classes' sets read the teacher's boundary too (module notes); ``branch``: keep the
     "teacher token ends here" outcome at targets inside a teacher token (``branch.py``; the
     teacher's hidden states must then carry the branch states,
-    :func:`~dskd_align.torch.branch.teacher_hidden_with_branches`, as ``DSKDTrainer`` does);
-    ``shorter_paths``: with ``branch``, also the paths whose first teacher token is shorter than
-    the consumed bytes (module notes; their states too: ``shorter_paths=True`` there).
+    :func:`~dskd_align.torch.branch.teacher_hidden_with_branches`, as ``DSKDTrainer`` does).
     """
 
     def __init__(self, tables: SetTables, *, tau: float = 1.0, crossing: str = "one_step",
                  student_boundary: bool = True, tight_extensions: bool = False,
-                 branch: bool = False, shorter_paths: bool = False,
-                 chunk_size: int | None = 256) -> None:  # fmt: skip
+                 branch: bool = False, chunk_size: int | None = 256) -> None:  # fmt: skip
         if not isinstance(tables, SetTables):
             raise TypeError(
                 f"byte_sets needs the pair's SetTables as vocab, got {type(tables).__name__}: "
@@ -114,9 +100,6 @@ class SetKD(ByteKD):
         self.student_boundary = bool(student_boundary)
         self.tight_extensions = bool(tight_extensions)
         self.branch = bool(branch)
-        self.shorter_paths = bool(shorter_paths)
-        if self.shorter_paths and not self.branch:
-            raise ValueError("byte_sets: shorter_paths=True extends branch=True; set both")
         for name in _BUFFERS:
             self.register_buffer(f"_{name}", getattr(tables, name), persistent=False)
         self.rank_base = tables.rank_base
@@ -140,10 +123,9 @@ class SetKD(ByteKD):
             tables = self._on[device] = self.tables.to(device)
         return set_targets(batch, tables)
 
-    def _chunk(self, h_t: Tensor, h_t2: Tensor, h_n: Tensor, n_tok: Tensor, n_par: Tensor,
-               h_s: Tensor, g: Tensor, w: Tensor, rid: Tensor, W_t: Tensor, W_s: Tensor, b_t: Any,
-               b_s: Any, e_row: Tensor, e_v: Tensor, e_u: Tensor, e_idx: Tensor, e_ok: Tensor,
-               e_node: Tensor, e_cls: Tensor, cls_row: Tensor, sb_lo: Tensor, sb_hi: Tensor,
+    def _chunk(self, h_t: Tensor, h_t2: Tensor, h_s: Tensor, g: Tensor, w: Tensor, rid: Tensor,
+               W_t: Tensor, W_s: Tensor, b_t: Any, b_s: Any, e_row: Tensor, e_v: Tensor,
+               e_u: Tensor, e_idx: Tensor, e_ok: Tensor, sb_lo: Tensor, sb_hi: Tensor,
                c_ent: Tensor, c_lo: Tensor, c_hi: Tensor) -> tuple[tuple, tuple]:  # fmt: skip
         """Sums over ``n`` target rows: ``((sum w * KL,), (sum w * mass,))``."""
         n, v_t = h_s.shape[0], W_t.shape[0]
@@ -156,31 +138,19 @@ class SetKD(ByteKD):
             row_e = torch.where(ok, li, n)  # n: the slot of other chunks' entries
             p_k = torch.where(g >= 0, p.gather(1, g.clamp_min(0)[:, None])[:, 0], 0.0)  # [n]
             p2 = torch.softmax(lm_logits(h_t2, W_t, b_t).div_(self.tau), -1)
-            qn = p_k[:, None] * p2  # [n, V_t]
-            if h_n.shape[1]:  # shorter first tokens: the nodes' paths (module notes)
-                pn, reach = self._nodes(p, h_n, n_tok, n_par, W_t, b_t)  # [n, Q, V_t], [n, Q]
-                ends = torch.where(n_par >= 0, reach, 0.0)
-                qn += torch.bmm(ends[:, None, :], pn)[:, 0]
-                node = e_node.clamp_min(0)
-                via = reach[li, node] * pn[li, node, e_v] if n else pe
-                pe = torch.where(ok & (e_node >= 0), via, pe)
-                del pn
-            qn.masked_fill_((self._next_cls < 0)[None, :], 0.0)
+            qn = p_k[:, None] * p2.masked_fill_((self._next_cls < 0)[None, :], 0.0)  # [n, V_t]
             if self.student_boundary:
                 qn.masked_fill_(self._ruled_out(rid, sb_lo, sb_hi), 0.0)
             mass = qn.sum(-1) + p.new_zeros(n + 1).index_add_(0, row_e, pe)[:n]  # [n]
-            if hasattr(self, "_masses"):  # benches/shorter_share.py (experiment only)
-                self._masses.append(mass.clone())
             inv = 1.0 / mass.clamp_min(torch.finfo(mass.dtype).tiny)
-            # The target's entropy over classes (same remainder = same class; the collator's).
-            ge = p.new_zeros(cls_row.numel()).index_add_(0, e_cls, pe)
-            c_local = (cls_row - rid[:1]).clamp(0, max(n - 1, 0))
-            ge = torch.xlogy(ge, ge * inv[c_local]) * inv[c_local] if n else ge
-            c_row = torch.where((cls_row >= rid[:1]) & (cls_row - rid[:1] < n), c_local, n)
+            # The target's entropy over classes (same bytes = same class).
+            ge = p.new_zeros(n * v_t + 1)
+            ge.index_add_(0, torch.where(ok, li * v_t + self._t_rep[e_v], n * v_t), pe)
+            ge = ge[: n * v_t].view(n, v_t).mul_(inv[:, None])
             ncls = self._next_cls.masked_fill(self._next_cls < 0, v_t)
             gn = p.new_zeros(n, v_t + 1).index_add_(1, ncls, qn)[:, :v_t].mul_(inv[:, None])
-            neg_ent = p.new_zeros(n + 1).index_add_(0, c_row, ge)[:n] + torch.xlogy(gn, gn).sum(-1)
-            del gn, p, p2
+            neg_ent = torch.xlogy(ge, ge).sum(-1) + torch.xlogy(gn, gn).sum(-1)  # [n]
+            del ge, gn, p, p2
             qn.mul_(inv[:, None])
             qe = pe * inv[li] if n else pe
         p_s = torch.softmax(lm_logits(h_s, W_s, b_s) / self.tau, -1)  # [n, V_s]
@@ -211,20 +181,6 @@ class SetKD(ByteKD):
             ce = ce + p_s.new_zeros(n + 1).index_add(0, row_e, qe * log_e)[:n]
         kl = neg_ent - ce  # a row with no mass: q = 0, KL = 0
         return ((kl * w).sum(),), ((mass * w).sum(),)
-
-    def _nodes(self, p: Tensor, h_n: Tensor, tok: Tensor, par: Tensor, W_t: Tensor, b_t: Any
-               ) -> tuple[Tensor, Tensor]:  # fmt: skip
-        """The nodes' next-token distributions ``[n, Q, V_t]`` and the mass of the path to each
-        ``[n, Q]``: ``p(P[:q])`` for a first node, ``p(P[:q]) x p_{P[:q]}(P[q:])`` for one that
-        follows it; 0 at padding."""
-        n, q, v_t = tok.shape[0], tok.shape[1], W_t.shape[0]
-        pn = torch.softmax(lm_logits(h_n, W_t, b_t).div_(self.tau), -1)  # [n, Q, V_t]
-        t = tok.clamp_min(0)
-        first = p.gather(1, t)  # [n, Q]: read after the gold tokens before k
-        up = par.clamp_min(0)
-        step = pn.reshape(n, q * v_t).gather(1, up * v_t + t)  # p_parent(token)
-        reach = torch.where(par >= 0, first.gather(1, up) * step, first)
-        return pn, torch.where(tok >= 0, reach, 0.0)
 
     def _ruled_out(self, rid: Tensor, sb_lo: Tensor, sb_hi: Tensor) -> Tensor:
         """``[n, V_t]`` bool: the next-token outcomes that the chunk rows' ruled-out ranges
@@ -276,46 +232,19 @@ class SetKD(ByteKD):
             g = torch.where(br >= 0, br, g)
             nxt = torch.where(br >= 0, n_l + tg["set_branch_slot"], nxt)
         nxt = nxt.clamp_max(h_t.shape[1] - 1)
-        n_tok, n_par, n_slot = (tg[f"set_node_{k}"] for k in ("token", "parent", "slot"))
-        e_node = torch.full_like(tg["byte_entry_row"], -1)
-        names = ("byte_entry_row", "byte_entry_teacher", "byte_entry_student", "set_entry_index",
-                 "set_entry_sb_ok", "set_entry_class")  # fmt: skip
-        ent = [tg[k] for k in names]
-        echild = [tg[f"set_echild_{k}"] for k in ("entry", "lo", "hi")]
-        chunk = self.chunk_size
-        if self.shorter_paths and n_tok.shape[1]:
-            n_l = batch["teacher_input_ids"].shape[1]
-            if h_t.shape[1] <= n_l + int(n_slot.amax()):  # a host sync, like the check above
-                raise ValueError(
-                    "byte_sets(shorter_paths=True) needs the teacher's states of the shorter "
-                    f"paths after its {n_l} positions, got {h_t.shape[1]}: compute them with "
-                    "teacher_hidden_with_branches(teacher, batch, shorter_paths=True)"
-                )
-            h_n = h_t[b[:, None], (n_l + n_slot).clamp(0, h_t.shape[1] - 1)]  # [N, Q, d]
-            more = [tg[k] for k in ("set_node_entry_row", "set_node_entry_teacher",
-                                    "set_node_entry_student", "set_node_entry_index",
-                                    "set_node_entry_sb_ok", "set_node_entry_class")]  # fmt: skip
-            ent = [torch.cat([x, y]) for x, y in zip(ent, more, strict=True)]
-            e_node = torch.cat([e_node, tg["set_node_entry_node"]])
-            off = tg["byte_entry_row"].numel()  # node entries follow the gold ones
-            echild = [torch.cat([echild[0], tg["set_node_echild_entry"] + off]),
-                      *(torch.cat([x, tg[f"set_node_echild_{k}"]])
-                        for x, k in zip(echild[1:], ("lo", "hi"), strict=True))]  # fmt: skip
-            # Q node distributions per row next to the gold ones: fewer rows per chunk.
-            chunk = None if chunk is None else max(1, chunk // (1 + n_tok.shape[1]))
-        else:
-            n_tok = n_par = n_tok[:, :0]
-            h_n = h_t.new_zeros(n_tok.shape[0], 0, h_t.shape[-1])
         w = torch.ones_like(sp, dtype=torch.float32)
         if self.crossing == "skip":
             w = w.masked_fill(tg["byte_crosses"], 0.0)
-        rows = [h_t[b, tp], h_t[b, nxt], h_n, n_tok, n_par, student_hidden[b, sp], g, w,
+        rows = [h_t[b, tp], h_t[b, nxt], student_hidden[b, sp], g, w,
                 torch.arange(sp.numel(), device=sp.device)]  # fmt: skip
         bias_t = None if teacher_lm_head_bias is None else teacher_lm_head_bias.detach()
+        e_ok = tg["set_entry_sb_ok"]
         if not self.student_boundary:
-            ent[4] = torch.ones_like(ent[4])
+            e_ok = torch.ones_like(e_ok)
         shared = [teacher_lm_head_weight.detach(), student_lm_head_weight, bias_t,
-                  student_lm_head_bias, *ent[:5], e_node, ent[5], tg["set_class_row"],
-                  tg["set_sb_lo"], tg["set_sb_hi"], *echild]  # fmt: skip
-        (s,), (mass,) = chunked_sums(self._chunk, 1, rows, shared, chunk)
+                  student_lm_head_bias, tg["byte_entry_row"], tg["byte_entry_teacher"],
+                  tg["byte_entry_student"], tg["set_entry_index"], e_ok, tg["set_sb_lo"],
+                  tg["set_sb_hi"], tg["set_echild_entry"], tg["set_echild_lo"],
+                  tg["set_echild_hi"]]  # fmt: skip
+        (s,), (mass,) = chunked_sums(self._chunk, 1, rows, shared, self.chunk_size)
         return self._mean(batch, s, mass, w)

@@ -26,11 +26,6 @@ probability of a set is one gather of ``p_s[first(R)]`` plus a difference of a c
 - ``t_rep [V_t]``: the lowest teacher id with the same bytes (extension classes of one target).
 - ``prefix_token``: in ``ByteTables``' flat prefix layout, the (lowest) teacher id whose bytes
   are that prefix, else -1: the token ``P`` of the branch outcome (``branch=True``).
-- **Shorter first tokens** (``shorter_paths=True``): per ``(v, m)`` in the same flat layout, a
-  CSR (``split_ptr``) of the splits ``q < m`` where ``v[:q]`` is a teacher token
-  (``split_first``) and some teacher token starts with the rest ``v[q:m]``: ``split_pid``, the
-  rest's prefix id (its extensions: ``ext_ptr``), and ``split_rest``, the teacher token whose
-  bytes are the rest (-1: none).
 - **Student boundary** (``sb``): after the student wrote ``u``, a longest-match student would
   not go on with an ``X`` such that ``bytes(u) + X`` is a student token. The outcome strings
   (every suffix of every teacher token's bytes, sorted) starting with such an ``X`` form, per
@@ -64,8 +59,7 @@ __all__ = ["SetTables", "poly_hash"]
 _SET_TENSORS = ("s_sorted", "ext_lo", "ext_hi", "ext_rank", "ext_cptr", "ext_clo", "ext_chi",
                 "next_lo", "next_hi", "child_parent",
                 "child_lo", "child_hi", "next_cls", "next_rank", "t_rep", "sb_ptr", "sb_lo",
-                "sb_hi", "s_hash", "prefix_token", "split_ptr", "split_first", "split_pid",
-                "split_rest")  # fmt: skip
+                "sb_hi", "s_hash", "prefix_token")  # fmt: skip
 P1, P2, BASE = 2147483647, 2147483629, 257
 
 
@@ -174,7 +168,6 @@ class SetTables(ByteTables):
             base = int(self.t_off[v])
             pt[base : base + len(b)] = [first_id.get(b[:m], -1) for m in range(1, len(b) + 1)]
         self.prefix_token = torch.from_numpy(pt)
-        self._build_splits(tb, first_id, pids)
         by_bytes: dict[bytes, list[int]] = {}
         for w, b in enumerate(tb):
             if b:
@@ -220,27 +213,6 @@ class SetTables(ByteTables):
         self.sb_ptr, self.sb_lo, self.sb_hi = _long(ptr), _long(lo_l), _long(hi_l)
         self.s_hash = torch.sort(_long([poly_hash(b) for b in rep])).values
         self.s_maxlen = max((len(b) for b in rep), default=0)
-
-    def _build_splits(self, tb: list[bytes], first_id: dict[bytes, int], pids: dict[bytes, int]
-                      ) -> None:  # fmt: skip
-        """The split tables of the shorter-first-token paths (module notes)."""
-        ptr = np.zeros(int(self.t_len.sum()) + 1, np.int64)
-        first, pid, rest = [], [], []
-        for v, b in enumerate(tb):
-            base = int(self.t_off[v])
-            qs = [q for q in range(1, len(b) - 1) if b[:q] in first_id]
-            for m in range(1, len(b) + 1):
-                for q in qs if m < len(b) else ():  # inside v only: m < len(v)
-                    if q >= m:
-                        break
-                    p = pids.get(b[q:m], -1)
-                    if p >= 0:  # else no teacher token starts with the rest: no path
-                        first.append(first_id[b[:q]])
-                        pid.append(p)
-                        rest.append(first_id.get(b[q:m], -1))
-                ptr[base + m] = len(first)
-        self.split_ptr = torch.from_numpy(ptr)
-        self.split_first, self.split_pid, self.split_rest = _long(first), _long(pid), _long(rest)
 
     @property
     def num_sorted(self) -> int:

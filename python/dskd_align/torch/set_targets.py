@@ -40,12 +40,7 @@ from dskd_align.torch.byte_targets import (
 __all__ = ["SET_FIELDS", "SetKDBatch", "in_ranges", "set_targets"]
 
 SET_FIELDS = ("set_entry_index", "set_entry_sb_ok", "set_sb_lo", "set_sb_hi", "set_echild_entry",
-              "set_echild_lo", "set_echild_hi", "set_branch_token", "set_branch_slot",
-              "set_entry_class", "set_class_row", "set_node_token", "set_node_slot",
-              "set_node_parent", "set_node_entry_row", "set_node_entry_node",
-              "set_node_entry_index", "set_node_entry_teacher", "set_node_entry_student",
-              "set_node_entry_sb_ok", "set_node_entry_class", "set_node_echild_entry",
-              "set_node_echild_lo", "set_node_echild_hi")  # fmt: skip
+              "set_echild_lo", "set_echild_hi", "set_branch_token", "set_branch_slot")  # fmt: skip
 
 
 @dataclass(init=False, eq=False)
@@ -58,19 +53,7 @@ class SetKDBatch(ByteKDBatch):
     with ``tight_extensions`` (``SetTables.ext_c*``). Per target ``[N]``, for ``branch=True``
     (``branch.py``): ``set_branch_token``, the teacher token ``P`` equal to the consumed bytes of
     ``k`` where the target sits strictly inside ``k`` and ``P`` is a teacher token (else -1),
-    and ``set_branch_slot``, its place among its row's branch targets (else -1).
-
-    ``set_entry_class`` ``[E]`` / ``set_node_entry_class`` ``[E2]``: the outcome class of each
-    entry (one per target and remainder string, over both entry lists), ``set_class_row``
-    ``[C]`` its target (the target's entropy). For ``shorter_paths`` (``set_kd.py``), per target
-    ``[N, Q]`` (``Q`` the most nodes of a target, -1 padding): ``set_node_token`` (the teacher
-    token read: ``P[:q]``, or ``P[q:]`` after it), ``set_node_slot`` (its place among its row's
-    branch states, after the row's ``set_branch_slot`` ones), ``set_node_parent`` (-1: read after
-    the gold tokens before ``k``; else the node it follows, whose path then ends at the
-    boundary); per node entry ``[E2]`` (a teacher token that extends ``P[q:]``, read after node
-    ``P[:q]``): ``set_node_entry_row`` (its target), ``_node`` (the node), ``_index``,
-    ``_teacher``, ``_student``, ``_sb_ok`` (as for the gold entries), and
-    ``set_node_echild_*`` (its ``tight_extensions`` ranges)."""
+    and ``set_branch_slot``, its place among its row's branch targets (else -1)."""
 
     set_entry_index: Tensor
     set_entry_sb_ok: Tensor
@@ -81,28 +64,6 @@ class SetKDBatch(ByteKDBatch):
     set_echild_hi: Tensor
     set_branch_token: Tensor
     set_branch_slot: Tensor
-    set_entry_class: Tensor
-    set_class_row: Tensor
-    set_node_token: Tensor
-    set_node_slot: Tensor
-    set_node_parent: Tensor
-    set_node_entry_row: Tensor
-    set_node_entry_node: Tensor
-    set_node_entry_index: Tensor
-    set_node_entry_teacher: Tensor
-    set_node_entry_student: Tensor
-    set_node_entry_sb_ok: Tensor
-    set_node_entry_class: Tensor
-    set_node_echild_entry: Tensor
-    set_node_echild_lo: Tensor
-    set_node_echild_hi: Tensor
-
-
-def _expand(counts: Tensor, starts: Tensor) -> tuple[Tensor, Tensor]:
-    """Owner ``i`` and index ``starts[i] + j`` for ``j < counts[i]``, for every ``i`` in order."""
-    own = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts)
-    first = counts.cumsum(0) - counts
-    return own, starts[own] + torch.arange(own.numel(), device=counts.device) - first[own]
 
 
 def in_ranges(keys: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
@@ -160,93 +121,28 @@ def set_targets(batch: Mapping[str, Tensor], tables: Any) -> dict[str, Tensor]:
     u_prev = batch["student_input_ids"][b, sp]
     filt = (tables.s_len[u_prev] > 0) & ~_longer_match(batch, tables, b, sp)
     lo_p, hi_p = tables.sb_ptr[u_prev], tables.sb_ptr[u_prev + 1]
-    tgt, k = _expand(torch.where(filt, hi_p - lo_p, 0), lo_p)
+    n_r = torch.where(filt, hi_p - lo_p, 0)
+    tgt = torch.repeat_interleave(torch.arange(b.numel(), device=dev), n_r)
+    first = n_r.cumsum(0) - n_r
+    k = lo_p[tgt] + torch.arange(tgt.numel(), device=dev) - first[tgt]
     base = tgt * tables.rank_base
     sb_lo, sb_hi = base + tables.sb_lo[k], base + tables.sb_hi[k]
-    nodes = _shorter_nodes(tables, b, inner, flat, per_row)
-    n_row, n_idx = nodes.pop("set_node_entry_row"), nodes.pop("set_node_entry_index")
     keys = tg["byte_entry_row"] * tables.rank_base + tables.ext_rank[idx]
-    n_keys = n_row * tables.rank_base + tables.ext_rank[n_idx]
-    # Outcome classes: one per (target, remainder string), over both entry lists.
-    uniq, cls = torch.unique(torch.cat([keys, n_keys]), return_inverse=True)
+    c0, n_c = tables.ext_cptr[idx], tables.ext_cptr[idx + 1] - tables.ext_cptr[idx]
+    ent = torch.repeat_interleave(torch.arange(idx.numel(), device=dev), n_c)
+    kc = c0[ent] + torch.arange(ent.numel(), device=dev) - (n_c.cumsum(0) - n_c)[ent]
     return {
         **tg,
         "set_entry_index": idx,
         "set_entry_sb_ok": ~in_ranges(keys, sb_lo, sb_hi),
         "set_sb_lo": sb_lo,
         "set_sb_hi": sb_hi,
-        **_tight(tables, idx, "set_echild"),
+        "set_echild_entry": ent,
+        "set_echild_lo": tables.ext_clo[kc],
+        "set_echild_hi": tables.ext_chi[kc],
         "set_branch_token": br,
         "set_branch_slot": slot,
-        "set_entry_class": cls[: idx.numel()],
-        "set_class_row": torch.div(uniq, tables.rank_base, rounding_mode="floor"),
-        **nodes,
-        "set_node_entry_row": n_row,
-        "set_node_entry_index": n_idx,
-        "set_node_entry_teacher": tables.ext_v[n_idx],
-        "set_node_entry_student": tables.ext_u[n_idx],
-        "set_node_entry_sb_ok": ~in_ranges(n_keys, sb_lo, sb_hi),
-        "set_node_entry_class": cls[idx.numel() :],
-        **_tight(tables, n_idx, "set_node_echild"),
     }
-
-
-def _tight(tables: Any, idx: Tensor, name: str) -> dict[str, Tensor]:
-    """Per entry (extension index ``idx``), the student ranges it loses with
-    ``tight_extensions``: ``{name}_entry`` (which entry), ``{name}_lo``, ``{name}_hi``."""
-    c0 = tables.ext_cptr[idx]
-    ent, kc = _expand(tables.ext_cptr[idx + 1] - c0, c0)
-    return {
-        f"{name}_entry": ent,
-        f"{name}_lo": tables.ext_clo[kc],
-        f"{name}_hi": tables.ext_chi[kc],
-    }
-
-
-def _shorter_nodes(tables: Any, b: Tensor, inner: Tensor, flat: Tensor, n_branch: Tensor
-                   ) -> dict[str, Tensor]:  # fmt: skip
-    """The ``set_node_*`` fields (``shorter_paths``; class notes). Per split of ``(k, m)`` at an
-    inner target: the node ``P[:q]`` (kept when a teacher token extends the rest or is the
-    rest), then the node ``P[q:]`` after it when that is a teacher token. ``n_branch``: branch
-    targets per row (their slots come first)."""
-    dev, n = b.device, b.numel()
-    ptr = tables.split_ptr
-    f = flat.clamp(0, max(ptr.numel() - 2, 0))
-    lo = ptr[f] if ptr.numel() > 1 else torch.zeros_like(b)
-    cnt = torch.where(inner, ptr[f + 1] - lo, 0) if ptr.numel() > 1 else torch.zeros_like(b)
-    s_tgt, k = _expand(cnt, lo)  # splits, in target order
-    x1, pid, x2 = tables.split_first[k], tables.split_pid[k], tables.split_rest[k]
-    e_lo = tables.ext_ptr[pid]
-    e_n = tables.ext_ptr[pid + 1] - e_lo
-    first_ok = (e_n > 0) | (x2 >= 0)
-    # Two candidate nodes per split (P[:q], then P[q:]); keep the valid ones, in order.
-    ok = torch.stack([first_ok, first_ok & (x2 >= 0)], 1).reshape(-1)
-    keep = ok.nonzero()[:, 0]
-    split, is_rest = torch.div(keep, 2, rounding_mode="floor"), keep % 2 == 1
-    tok = torch.stack([x1, x2], 1).reshape(-1)[keep]
-    tgt = s_tgt[split]
-    per_tgt = torch.zeros(n, dtype=torch.long, device=dev).index_add_(0, tgt, torch.ones_like(tgt))
-    at = torch.arange(keep.numel(), device=dev)
-    pos = at - (per_tgt.cumsum(0) - per_tgt)[tgt]  # place among its target's nodes
-    row = b[tgt]
-    per_row = torch.zeros_like(n_branch).index_add_(0, row, torch.ones_like(row))
-    slot = n_branch[row] + at - (per_row.cumsum(0) - per_row)[row]
-    q = int(per_tgt.max()) if n else 0  # a host sync: the collator's
-    out = {}
-    for name, val in (
-        ("token", tok),
-        ("slot", slot),
-        ("parent", torch.where(is_rest, pos - 1, -1)),
-    ):
-        out[f"set_node_{name}"] = torch.full((n, q), -1, dtype=torch.long, device=dev)
-        out[f"set_node_{name}"][tgt, pos] = val
-    # Entries of the nodes P[:q]: the teacher tokens that strictly extend the rest.
-    first_nodes = (~is_rest & (e_n[split] > 0)).nonzero()[:, 0]
-    own, idx = _expand(e_n[split[first_nodes]], e_lo[split[first_nodes]])
-    out["set_node_entry_row"] = tgt[first_nodes][own]
-    out["set_node_entry_node"] = pos[first_nodes][own]
-    out["set_node_entry_index"] = idx
-    return out
 
 
 assert not set(BYTE_FIELDS) & set(SET_FIELDS)

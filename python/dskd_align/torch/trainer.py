@@ -326,7 +326,7 @@ class DSKDTrainer(Trainer):
         branch = branch_part(self.loss_module) if self.needs_teacher else None
         if branch is not None:  # byte_sets(branch=True): gold and branch states, one forward
             fields = branch.targets(batch, batch.teacher_input_ids.device)
-            h_t = teacher_hidden_with_branches(self.teacher, batch, fields, branch.shorter_paths)
+            h_t = teacher_hidden_with_branches(self.teacher, batch, fields)
         elif self.needs_teacher:
             with torch.no_grad():
                 h_t = last_hidden(self.teacher, batch.side("teacher"), base=True)
