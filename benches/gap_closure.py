@@ -40,7 +40,6 @@ from dskd_align.torch.byte_targets import ByteKDCollator
 from dskd_align.torch.objectives import VanillaKD, build_loss
 from dskd_align.torch.set_kd import SetKD
 from dskd_align.torch.set_tables import SetTables
-from dskd_align.torch.set_targets import set_targets
 
 RESULTS = Path(__file__).parent / "results" / "gap_closure.json"
 
@@ -107,25 +106,12 @@ def _trust_boundary(targets: Any) -> Any:
     return wrapped
 
 
-def _exempt(tables: Any, rule: str) -> Any:
-    """The set targets rebuilt in the step with ``SetTables.sb_exempt = rule`` (the batches'
-    own fields were built under the default rule)."""
-    tables = copy.copy(tables)
-    tables.sb_exempt = rule
-
-    def targets(batch: Any, device: Any) -> Any:
-        return set_targets(batch, tables)
-
-    return targets
-
-
 def _loss(kind_loss: str, opts: dict[str, Any], teacher: Any, student: Any, ctx: dict) -> Any:
     opts = dict(opts)
     alpha = opts.pop("alpha", 0.5)
     projector = opts.pop("projector", "pinv")
     opts.pop("gate", None)
     skip_first, trust = opts.pop("skip_first", False), opts.pop("trust_boundary", False)
-    exempt = opts.pop("sb_exempt", None)
     if kind_loss == "byte_kd_sets":  # an experiment of this bench, not a library loss
         from byte_sets import build_set_loss
 
@@ -147,8 +133,6 @@ def _loss(kind_loss: str, opts: dict[str, Any], teacher: Any, student: Any, ctx:
             m.kd = _skip_first(m.kd)
         if trust and isinstance(m, SetKD):
             m._targets = _trust_boundary(m._targets)
-        if exempt and isinstance(m, SetKD):
-            m._targets = _exempt(ctx["tables"], exempt)
     if projector == "random":
         for m in fn.modules():
             if isinstance(m, nn.Linear):  # the t->s projector: default nn.Linear init instead

@@ -8,6 +8,12 @@ except the bench's own (``gap_closure._loss``: ``projector``, ``gate``, ``skip_f
 
 from __future__ import annotations
 
+
+def _branch(**opts: float) -> tuple:
+    """A cross ``byte_sets`` arm with branches and ``opts``."""
+    return ("cross", "byte_sets", {"branch": True, **opts}, "pretrained")
+
+
 # name -> (student kind, loss name, options, student init)
 MAIN = {
     "sft-cross": ("cross", "sft", {}, "pretrained"),
@@ -146,37 +152,11 @@ ABLATIONS = {
     "byte_sets-cross trust": ("cross", "byte_sets", {"trust_boundary": True}, "pretrained"),
     # Targets inside a teacher token keep the "teacher token ends here" outcome (branch.py).
     "byte_sets-cross branch": ("cross", "byte_sets", {"branch": True}, "pretrained"),
-    # The KD weight with branches (stop 17; alpha 0.5 elsewhere).
-    **{
-        f"byte_sets-cross branch alpha={x}": (
-            "cross",
-            "byte_sets",
-            {"branch": True, "alpha": x},
-            "pretrained",
-        )
-        for x in (0.4, 0.6, 0.7)
-    },  # fmt: skip
-    **{
-        f"byte_sets-cross branch tau={x}": (
-            "cross",
-            "byte_sets",
-            {"branch": True, "tau": x},
-            "pretrained",
-        )
-        for x in (0.8, 1.2)
-    },  # fmt: skip
-    # The student-boundary filter where the student's text shows a longer match: drop only the
-    # ranges the text shows, not the whole filter (SetTables.sb_exempt = "shown").
-    "byte_sets-same shown": ("same", "byte_sets", {"sb_exempt": "shown"}, "pretrained"),
-    # One tokenizer, the extensions of the token before dropped (what is left: the filter on
-    # the next-token outcomes).
+    # The KD weight and temperature with branches (stop 17; alpha 0.5, tau 1 elsewhere).
+    **{f"byte_sets-cross branch alpha={x}": _branch(alpha=x) for x in (0.4, 0.6, 0.7)},
+    **{f"byte_sets-cross branch tau={x}": _branch(tau=x) for x in (0.8, 1.2)},
+    # One tokenizer, the extensions of the token before dropped at shared boundaries.
     "byte_sets-same trust": ("same", "byte_sets", {"trust_boundary": True}, "pretrained"),
-    "byte_sets-cross branch shown": (
-        "cross",
-        "byte_sets",
-        {"branch": True, "sb_exempt": "shown"},
-        "pretrained",
-    ),  # fmt: skip
     # From scratch a student needs the issue probe's learning rate (3e-3) to get anywhere.
     "sft-cross random init": ("cross", "sft", {"lr": 3e-3}, "random"),
     "dskd-cross random init": ("cross", "dskd", {"tau": 2.0, "lr": 3e-3}, "random"),

@@ -59,7 +59,7 @@ __all__ = ["SetTables", "poly_hash"]
 _SET_TENSORS = ("s_sorted", "ext_lo", "ext_hi", "ext_rank", "ext_cptr", "ext_clo", "ext_chi",
                 "next_lo", "next_hi", "child_parent",
                 "child_lo", "child_hi", "next_cls", "next_rank", "t_rep", "sb_ptr", "sb_lo",
-                "sb_hi", "sb_xhash", "sb_xlen", "s_hash", "prefix_token")  # fmt: skip
+                "sb_hi", "s_hash", "prefix_token")  # fmt: skip
 P1, P2, BASE = 2147483647, 2147483629, 257
 
 
@@ -196,7 +196,7 @@ class SetTables(ByteTables):
             cptr.append(len(clo))
         self.ext_cptr, self.ext_clo, self.ext_chi = _long(cptr), _long(clo), _long(chi)
         # Student boundary: per student id, rank ranges of the outcomes it rules out.
-        ptr, lo_l, hi_l, xh, xl = [0], [], [], [], []
+        ptr, lo_l, hi_l = [0], [], []
         for b in sb:
             lo_s, hi_s = _strict(s_sorted, b) if b else (0, 0)
             last = None
@@ -209,12 +209,8 @@ class SetTables(ByteTables):
                 if hi > lo:
                     lo_l.append(lo)
                     hi_l.append(hi)
-                    xh.append(poly_hash(x))
-                    xl.append(len(x))
             ptr.append(len(lo_l))
         self.sb_ptr, self.sb_lo, self.sb_hi = _long(ptr), _long(lo_l), _long(hi_l)
-        self.sb_xhash, self.sb_xlen = _long(xh), _long(xl)
-        self.sb_exempt = "target"
         self.s_hash = torch.sort(_long([poly_hash(b) for b in rep])).values
         self.s_maxlen = max((len(b) for b in rep), default=0)
 

@@ -101,28 +101,6 @@ def _longer_match(batch: Mapping[str, Tensor], tables: Any, b: Tensor, sp: Tenso
     return out
 
 
-def _shown(batch: Mapping[str, Tensor], tables: Any, b: Tensor, sp: Tensor, k: Tensor) -> Tensor:
-    """Per ruled-out range ``k`` of a target (row ``b``, ``u_prev`` at ``sp``): the student's
-    text after ``u_prev`` starts with the range's ``X`` (hash test), so its tokenizer did not
-    write ``bytes(u_prev) + X`` there: that range rules nothing out."""
-    ids, labels = batch["student_input_ids"], batch["student_labels"]
-    ln, ends, tot, *_ = _side(ids, labels, tables.s_len)
-    width = int(tot.amax()) + 1 if tot.numel() else 1
-    out = torch.zeros_like(k, dtype=torch.bool)
-    if k.numel() == 0:
-        return out
-    text = _text_bytes(ids, ln, ends, tables.s_bytes, tables.s_off, width, -1)  # [B, W]
-    end, xlen, xhash = ends[b, sp], tables.sb_xlen[k], tables.sb_xhash[k]
-    h1 = torch.zeros_like(k)
-    h2 = torch.zeros_like(k)
-    for length in range(1, int(xlen.max()) + 1):  # a loop over byte lengths, not ranges
-        x = text[b, (end + length - 1).clamp(0, width - 1)] + 1
-        h1 = (h1 * 257 + x) % 2147483647
-        h2 = (h2 * 257 + x) % 2147483629
-        out |= (length == xlen) & (h1 * (1 << 31) + h2 == xhash) & (end + length <= tot[b])
-    return out
-
-
 def set_targets(batch: Mapping[str, Tensor], tables: Any) -> dict[str, Tensor]:
     """``BYTE_FIELDS`` + ``SET_FIELDS`` of ``batch`` (module notes), on the batch's device
     (``tables``, a ``SetTables``, must be there too: ``tables.to(device)``)."""
@@ -141,18 +119,12 @@ def set_targets(batch: Mapping[str, Tensor], tables: Any) -> dict[str, Tensor]:
     before = (per_row.cumsum(0) - per_row)[b]  # branch targets of earlier rows
     slot = torch.where(is_br > 0, is_br.cumsum(0) - 1 - before, -1)
     u_prev = batch["student_input_ids"][b, sp]
-    shown = getattr(tables, "sb_exempt", "target") == "shown"
-    filt = tables.s_len[u_prev] > 0
-    if not shown:
-        filt &= ~_longer_match(batch, tables, b, sp)
+    filt = (tables.s_len[u_prev] > 0) & ~_longer_match(batch, tables, b, sp)
     lo_p, hi_p = tables.sb_ptr[u_prev], tables.sb_ptr[u_prev + 1]
     n_r = torch.where(filt, hi_p - lo_p, 0)
     tgt = torch.repeat_interleave(torch.arange(b.numel(), device=dev), n_r)
     first = n_r.cumsum(0) - n_r
     k = lo_p[tgt] + torch.arange(tgt.numel(), device=dev) - first[tgt]
-    if shown:  # keep the ranges, but not those whose X the student's own text shows
-        keep = ~_shown(batch, tables, b[tgt], sp[tgt], k)
-        tgt, k = tgt[keep], k[keep]
     base = tgt * tables.rank_base
     sb_lo, sb_hi = base + tables.sb_lo[k], base + tables.sb_hi[k]
     keys = tg["byte_entry_row"] * tables.rank_base + tables.ext_rank[idx]
