@@ -136,6 +136,7 @@ def synthetic_set_targets(fields: dict[str, Tensor], tables: SetTables, g: torch
         "set_echild_hi": (c_lo + 8).clamp_max(tables.student_vocab_size),
         "set_branch_token": torch.full((n,), -1),  # no branch states: branch=False's step
         "set_branch_slot": torch.full((n,), -1),
+        "set_unfiltered": torch.zeros(n, dtype=torch.bool),
     }
     assert set(out) == set(SET_FIELDS)
     return out

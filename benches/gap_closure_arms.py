@@ -9,7 +9,7 @@ except the bench's own (``gap_closure._loss``: ``projector``, ``gate``, ``skip_f
 from __future__ import annotations
 
 
-def _branch(**opts: float) -> tuple:
+def _branch(**opts: object) -> tuple:
     """A cross ``byte_sets`` arm with branches and ``opts``."""
     return ("cross", "byte_sets", {"branch": True, **opts}, "pretrained")
 
@@ -157,6 +157,14 @@ ABLATIONS = {
     **{f"byte_sets-cross branch tau={x}": _branch(tau=x) for x in (0.8, 1.2)},
     # One tokenizer, the extensions of the token before dropped at shared boundaries.
     "byte_sets-same trust": ("same", "byte_sets", {"trust_boundary": True}, "pretrained"),
+    # ... only where the student-boundary filter is off (the option unfiltered="teacher").
+    "byte_sets-same unfiltered=teacher": (
+        "same",
+        "byte_sets",
+        {"unfiltered": "teacher"},
+        "pretrained",
+    ),  # fmt: skip
+    "byte_sets-cross branch unfiltered=teacher": _branch(unfiltered="teacher"),
     # From scratch a student needs the issue probe's learning rate (3e-3) to get anywhere.
     "sft-cross random init": ("cross", "sft", {"lr": 3e-3}, "random"),
     "dskd-cross random init": ("cross", "dskd", {"tau": 2.0, "lr": 3e-3}, "random"),

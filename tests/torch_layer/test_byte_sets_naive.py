@@ -24,7 +24,8 @@ def _strings(set_tables, side):
     return [bytes(flat[o : o + n]) for o, n in zip(off, ln, strict=True)]
 
 
-def naive(set_tables, batch, h_s, h_t, W_s, W_t, *, sb, tight_ext, crossing, branch=False):
+def naive(set_tables, batch, h_s, h_t, W_s, W_t, *, sb, tight_ext, crossing, branch=False,
+          unfiltered="keep"):  # fmt: skip
     tb, sbytes = _strings(set_tables, "t"), _strings(set_tables, "s")
     rep = set_tables._first.rep  # bytes -> student id (one per distinct string)
     teacher = {b for b in tb if b}
@@ -75,7 +76,11 @@ def naive(set_tables, batch, h_s, h_t, W_s, W_t, *, sb, tight_ext, crossing, bra
         prev = sbytes[int(s_ids[r, sp])]
         after = b"".join(sbytes[int(x)] for x, y in zip(s_ids[r, sp:], s_lab[r, sp:], strict=True)
                          if int(y) != -100)  # fmt: skip
-        filt = sb and prev and not any(len(s) > len(prev) and after.startswith(s) for s in rep)
+        longer = any(len(s) > len(prev) and after.startswith(s) for s in rep)
+        filt = sb and prev and not longer
+        # where the filter is off at a shared boundary: the teacher's boundary, no extensions
+        shared = int(batch["byte_token"][i]) >= 0
+        trust = sb and prev and longer and unfiltered == "teacher" and shared
 
         def dropped(R: bytes) -> bool:
             return filt and any(prev + R[:k] in rep for k in range(1, len(R) + 1))  # noqa: B023
@@ -89,7 +94,7 @@ def naive(set_tables, batch, h_s, h_t, W_s, W_t, *, sb, tight_ext, crossing, bra
             v = int(batch["byte_entry_teacher"][e])
             m = pid_len[int(torch.searchsorted(ptr, torch.tensor(j), right=True)) - 1]
             rem = tb[v][m:]
-            if dropped(rem):
+            if dropped(rem) or trust:
                 continue
             ids = members(rem, set_tables.first(rem), (tb[v], tb[v][:m]) if tight_ext else None)
             masses.append(p[v])
@@ -126,16 +131,29 @@ def naive(set_tables, batch, h_s, h_t, W_s, W_t, *, sb, tight_ext, crossing, bra
 @pytest.mark.parametrize(("sb", "tight_ext", "crossing"), [
     (True, True, "one_step"), (True, False, "skip"), (False, True, "skip")])  # fmt: skip
 def test_equals_the_plain_reference(set_tables, batch, sb, tight_ext, crossing):
+    _check(set_tables, batch, sb=sb, tight_ext=tight_ext, crossing=crossing)
+
+
+def test_unfiltered_teacher_equals_the_plain_reference(set_tables, batch):
+    """``unfiltered="teacher"``: the extensions are dropped at the shared-boundary targets that
+    the filter leaves alone; the batch must have such entries, else this checks nothing."""
+    trust = batch["set_unfiltered"] & (batch["byte_token"] >= 0)
+    assert bool((trust[batch["byte_entry_row"]] & batch["set_entry_sb_ok"]).any())
+    _check(set_tables, batch, sb=True, tight_ext=False, crossing="one_step", unfiltered="teacher")
+
+
+def _check(set_tables, batch, **opts):
     g = torch.Generator().manual_seed(11)
     W_t = torch.randn(set_tables.teacher_vocab_size, 6, generator=g, dtype=torch.float64)
     W_s = torch.randn(set_tables.student_vocab_size, 5, generator=g, dtype=torch.float64)
     h_t = torch.randn(*batch["teacher_input_ids"].shape, 6, generator=g, dtype=torch.float64)
     h_s = torch.randn(*batch["student_input_ids"].shape, 5, generator=g, dtype=torch.float64)
     a, b = h_s.clone().requires_grad_(), h_s.clone().requires_grad_()
-    mod = SetKD(set_tables, student_boundary=sb, tight_extensions=tight_ext, crossing=crossing,
+    mod = SetKD(set_tables, student_boundary=opts["sb"], tight_extensions=opts["tight_ext"],
+                crossing=opts["crossing"], unfiltered=opts.get("unfiltered", "keep"),
                 chunk_size=32).double()  # fmt: skip
     got, _ = mod.kd(batch, a, h_t, W_s, W_t)
-    ref = naive(set_tables, batch, b, h_t, W_s, W_t, sb=sb, tight_ext=tight_ext, crossing=crossing)
+    ref = naive(set_tables, batch, b, h_t, W_s, W_t, **opts)
     got.backward()
     ref.backward()
     assert ref > 0 and b.grad.abs().sum() > 0 and batch["set_echild_entry"].numel() > 0

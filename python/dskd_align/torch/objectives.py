@@ -28,7 +28,8 @@ the chunk part, 1.0); dskd ``student_space``, ``teacher_space``, ``frozen_studen
 byte_kd ``crossing`` ("skip" | "one_step" | "two_step": student tokens that cross a teacher
 token's end); byte_sets ``crossing`` ("one_step" | "skip"), ``student_boundary`` (True),
 ``tight_extensions`` (False), ``branch`` (False: the "teacher token ends here" outcome inside a
-teacher token; the teacher's hidden states must carry the branch states, ``branch.py``).
+teacher token; the teacher's hidden states must carry the branch states, ``branch.py``),
+``unfiltered`` ("keep" | "teacher": at the targets the student-boundary filter leaves alone).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ _OPTIONS = {
     "exact_kd": {"unmapped", "space"},
     "chunk_kd": {"chunk_loss", "chunk_weight"},
     "byte_kd": {"crossing"},
-    "byte_sets": {"crossing", "student_boundary", "tight_extensions", "branch"},
+    "byte_sets": {"crossing", "student_boundary", "tight_extensions", "branch", "unfiltered"},
 }
 
 
@@ -280,6 +281,7 @@ def build_loss(
                          student_boundary=bool(options.get("student_boundary", True)),
                          tight_extensions=bool(options.get("tight_extensions", False)),
                          branch=bool(options.get("branch", False)),
+                         unfiltered=str(options.get("unfiltered", "keep")),
                          chunk_size=chunk_size)  # fmt: skip
         sizes = (vocab.teacher_vocab_size, vocab.student_vocab_size)
         if sizes != (W_t.shape[0], W_s.shape[0]):

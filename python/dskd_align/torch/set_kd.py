@@ -23,7 +23,14 @@ left in byte_kd's target"), both the teacher-boundary problem of exact pairs in 
    teacher does not know that and puts mass there (after a lone ``▁``, on ``def``, where the
    student would have written ``▁def``). Those outcome classes are dropped before normalizing
    (``student_boundary=True``, the default), except where the student's own text shows its
-   tokenizer was not longest-match there (``set_targets.py``).
+   tokenizer was not longest-match there (``set_targets.py``). There ``unfiltered="teacher"``
+   falls back on the teacher's boundary when it is shared: the teacher's extensions of the
+   token before are dropped, its next-token outcomes kept. Why: the exception is mostly
+   pre-tokenizer splits, such as a run of spaces cut before its last space (GPT-2's
+   ``\\s+(?!\\S)``), where the text shows a longer whitespace token and the teacher's "the run
+   goes on" mass slips through; with the teacher's own tokenizer the option makes the target
+   the teacher's next-token distribution there, as in vanilla KD. It conditions on the
+   teacher's boundary, so it is an option for where the filter has nothing to say.
 
 3. **The teacher token that could end here** (``branch=True``, off by default; on in the demo).
    Inside a teacher token ``k`` the classes are only the extensions of the consumed bytes
@@ -83,12 +90,16 @@ class SetKD(ByteKD):
     extension classes' sets read the teacher's boundary too (module notes); ``branch``: keep the
     "teacher token ends here" outcome at targets inside a teacher token (``branch.py``; the
     teacher's hidden states must then carry the branch states,
-    :func:`~dskd_align.torch.branch.teacher_hidden_with_branches`, as ``DSKDTrainer`` does).
+    :func:`~dskd_align.torch.branch.teacher_hidden_with_branches`, as ``DSKDTrainer`` does);
+    ``unfiltered``: at the targets the student-boundary filter leaves alone, "keep" every
+    outcome (default) or, at a shared boundary, "teacher": trust the teacher's boundary and drop
+    its extensions of the token before (module notes).
     """
 
     def __init__(self, tables: SetTables, *, tau: float = 1.0, crossing: str = "one_step",
                  student_boundary: bool = True, tight_extensions: bool = False,
-                 branch: bool = False, chunk_size: int | None = 256) -> None:  # fmt: skip
+                 branch: bool = False, unfiltered: str = "keep",
+                 chunk_size: int | None = 256) -> None:  # fmt: skip
         if not isinstance(tables, SetTables):
             raise TypeError(
                 f"byte_sets needs the pair's SetTables as vocab, got {type(tables).__name__}: "
@@ -100,6 +111,11 @@ class SetKD(ByteKD):
         self.student_boundary = bool(student_boundary)
         self.tight_extensions = bool(tight_extensions)
         self.branch = bool(branch)
+        if unfiltered not in ("keep", "teacher"):
+            raise ValueError(
+                f"byte_sets: unfiltered must be 'keep' or 'teacher', got {unfiltered!r}"
+            )
+        self.unfiltered = unfiltered
         for name in _BUFFERS:
             self.register_buffer(f"_{name}", getattr(tables, name), persistent=False)
         self.rank_base = tables.rank_base
@@ -241,6 +257,9 @@ class SetKD(ByteKD):
         e_ok = tg["set_entry_sb_ok"]
         if not self.student_boundary:
             e_ok = torch.ones_like(e_ok)
+        elif self.unfiltered == "teacher":  # the teacher's boundary where the filter is off
+            trust = tg["set_unfiltered"] & (tg["byte_token"] >= 0)
+            e_ok = e_ok & ~trust[tg["byte_entry_row"]]
         shared = [teacher_lm_head_weight.detach(), student_lm_head_weight, bias_t,
                   student_lm_head_bias, tg["byte_entry_row"], tg["byte_entry_teacher"],
                   tg["byte_entry_student"], tg["set_entry_index"], e_ok, tg["set_sb_lo"],

@@ -40,7 +40,8 @@ from dskd_align.torch.byte_targets import (
 __all__ = ["SET_FIELDS", "SetKDBatch", "in_ranges", "set_targets"]
 
 SET_FIELDS = ("set_entry_index", "set_entry_sb_ok", "set_sb_lo", "set_sb_hi", "set_echild_entry",
-              "set_echild_lo", "set_echild_hi", "set_branch_token", "set_branch_slot")  # fmt: skip
+              "set_echild_lo", "set_echild_hi", "set_branch_token", "set_branch_slot",
+              "set_unfiltered")  # fmt: skip
 
 
 @dataclass(init=False, eq=False)
@@ -53,7 +54,9 @@ class SetKDBatch(ByteKDBatch):
     with ``tight_extensions`` (``SetTables.ext_c*``). Per target ``[N]``, for ``branch=True``
     (``branch.py``): ``set_branch_token``, the teacher token ``P`` equal to the consumed bytes of
     ``k`` where the target sits strictly inside ``k`` and ``P`` is a teacher token (else -1),
-    and ``set_branch_slot``, its place among its row's branch targets (else -1)."""
+    and ``set_branch_slot``, its place among its row's branch targets (else -1);
+    ``set_unfiltered`` (bool): the student-boundary filter leaves the target alone (its text
+    shows a longer match; module notes)."""
 
     set_entry_index: Tensor
     set_entry_sb_ok: Tensor
@@ -64,6 +67,7 @@ class SetKDBatch(ByteKDBatch):
     set_echild_hi: Tensor
     set_branch_token: Tensor
     set_branch_slot: Tensor
+    set_unfiltered: Tensor
 
 
 def in_ranges(keys: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
@@ -119,7 +123,9 @@ def set_targets(batch: Mapping[str, Tensor], tables: Any) -> dict[str, Tensor]:
     before = (per_row.cumsum(0) - per_row)[b]  # branch targets of earlier rows
     slot = torch.where(is_br > 0, is_br.cumsum(0) - 1 - before, -1)
     u_prev = batch["student_input_ids"][b, sp]
-    filt = (tables.s_len[u_prev] > 0) & ~_longer_match(batch, tables, b, sp)
+    has = tables.s_len[u_prev] > 0
+    unfiltered = has & _longer_match(batch, tables, b, sp)
+    filt = has & ~unfiltered
     lo_p, hi_p = tables.sb_ptr[u_prev], tables.sb_ptr[u_prev + 1]
     n_r = torch.where(filt, hi_p - lo_p, 0)
     tgt = torch.repeat_interleave(torch.arange(b.numel(), device=dev), n_r)
@@ -142,6 +148,7 @@ def set_targets(batch: Mapping[str, Tensor], tables: Any) -> dict[str, Tensor]:
         "set_echild_hi": tables.ext_chi[kc],
         "set_branch_token": br,
         "set_branch_slot": slot,
+        "set_unfiltered": unfiltered,
     }
 
 
