@@ -60,7 +60,7 @@ ARMS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "exact_kd+chunk_kd-cross": ("cross", "exact_kd+chunk_kd", {"tau": 1.0}),
     "byte_kd-cross": ("cross", "byte_kd", {"tau": 1.0, "alpha": 1 / 3}),
     # The best library loss on this benchmark (BENCHMARKS.md "Gap closure"), at its alpha, with
-    # the teacher's branch states (branch.py: better on 25 of 28 seed x regime pairs).
+    # the teacher's branch states (branch.py: better on 30 of 33 seed x regime pairs).
     "byte_sets-cross": ("cross", "byte_sets", {"tau": 1.0, "alpha": 0.5, "branch": True}),
     "sft-same": ("same", "sft", {}),
     "kd-same": ("same", "kd", {"tau": 1.0}),
