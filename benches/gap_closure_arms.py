@@ -9,9 +9,14 @@ except the bench's own (``gap_closure._loss``: ``projector``, ``gate``, ``skip_f
 from __future__ import annotations
 
 
+def _sets(kind: str, **opts: object) -> tuple:
+    """A ``byte_sets`` arm of a pretrained ``kind`` student with ``opts``."""
+    return (kind, "byte_sets", opts, "pretrained")
+
+
 def _branch(**opts: object) -> tuple:
     """A cross ``byte_sets`` arm with branches and ``opts``."""
-    return ("cross", "byte_sets", {"branch": True, **opts}, "pretrained")
+    return _sets("cross", branch=True, **opts)
 
 
 # name -> (student kind, loss name, options, student init)
@@ -158,12 +163,7 @@ ABLATIONS = {
     # One tokenizer, the extensions of the token before dropped at shared boundaries.
     "byte_sets-same trust": ("same", "byte_sets", {"trust_boundary": True}, "pretrained"),
     # ... only where the student-boundary filter is off (the option unfiltered="teacher").
-    "byte_sets-same unfiltered=teacher": (
-        "same",
-        "byte_sets",
-        {"unfiltered": "teacher"},
-        "pretrained",
-    ),  # fmt: skip
+    "byte_sets-same unfiltered=teacher": _sets("same", unfiltered="teacher"),
     "byte_sets-cross branch unfiltered=teacher": _branch(unfiltered="teacher"),
     # From scratch a student needs the issue probe's learning rate (3e-3) to get anywhere.
     "sft-cross random init": ("cross", "sft", {"lr": 3e-3}, "random"),

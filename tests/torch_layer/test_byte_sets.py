@@ -161,6 +161,8 @@ def test_build_loss_trains_the_student_only_and_refusals_name_the_fix(set_tables
         build_loss("byte_sets", W_t, W_s, vmap)
     with pytest.raises(ValueError, match="crossing"):
         build_loss("byte_sets", W_t, W_s, set_tables, crossing="two_step")
+    with pytest.raises(ValueError, match="'keep' or 'teacher'"):
+        build_loss("byte_sets", W_t, W_s, set_tables, unfiltered="student")
     with pytest.raises(ValueError, match="forward_kl"):
         build_loss("byte_sets", W_t, W_s, set_tables, divergence="reverse_kl")
     with pytest.raises(ValueError, match="for_models"):
