@@ -141,7 +141,7 @@ def _loss(kind_loss: str, opts: dict[str, Any], teacher: Any, student: Any, ctx:
 
 
 def run(seed: int, arms: dict[str, tuple], steps: int, size: DemoSize, cache_dir: Any, *,
-        lr: float = 3e-4, eval_every: int = 16) -> dict:  # fmt: skip
+        lr: float = 3e-4, eval_every: int = 16, shuffle: bool = False) -> dict:  # fmt: skip
     torch.set_num_threads(min(2, torch.get_num_threads()))
     toks = tokenizers()
     models = pretrained_models(size, seed, toks, cache_dir)
@@ -188,7 +188,7 @@ def run(seed: int, arms: dict[str, tuple], steps: int, size: DemoSize, cache_dir
         try:
             r = train_arm(name, student, teacher, fn, arm_data, steps=steps,
                           eval_every=eval_every, lr=arm_lr, projector_lr=5e-4,
-                          seed=seed)  # fmt: skip
+                          seed=seed, shuffle=shuffle)  # fmt: skip
         finally:
             if gate:
                 gate.__exit__()
@@ -242,6 +242,8 @@ def main() -> None:
     # Another teacher (pretraining steps) is another regime: its own --out file.
     ap.add_argument("--teacher-steps", type=int, default=DemoSize().teacher_steps)
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--shuffle", action="store_true",
+                    help="batches in a new order each epoch (as in the trainer)")  # fmt: skip
     a = ap.parse_args()
     arms = {**MAIN, **(ABLATIONS if a.ablations else {})}
     if a.only:
@@ -250,7 +252,16 @@ def main() -> None:
     res: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     for seed in a.seeds:
         size = DemoSize(teacher_steps=a.teacher_steps)
-        per = run(seed, arms, a.steps, size, a.cache_dir, lr=a.lr, eval_every=a.eval_every)
+        per = run(
+            seed,
+            arms,
+            a.steps,
+            size,
+            a.cache_dir,
+            lr=a.lr,
+            eval_every=a.eval_every,
+            shuffle=a.shuffle,
+        )
         res.setdefault(str(seed), {}).update(per)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(res, indent=1))

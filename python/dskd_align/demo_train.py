@@ -95,8 +95,11 @@ def train_arm(
     projector_lr: float,
     seed: int,
     log: Callable[[str], None] = print,
+    shuffle: bool = False,
 ) -> ArmResult:
-    """Trains ``student`` in place with ``loss_fn``; returns the curve and the test figure."""
+    """Trains ``student`` in place with ``loss_fn``; returns the curve and the test figure.
+    The batches go in their order every epoch; ``shuffle``: in a new order each epoch (seeded),
+    as the trainer's sampler does with rows."""
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     res = ArmResult(name)
@@ -110,8 +113,12 @@ def train_arm(
     res.val_bpb = evaluate(student, data.val, data.val_bytes)
     res.curve.append((0, res.val_bpb))
     student.train()
+    order = torch.arange(len(data.train))
+    shuffler = torch.Generator().manual_seed(seed)
     for step in range(1, steps + 1):
-        i = (step - 1) % len(data.train)
+        if shuffle and (step - 1) % len(data.train) == 0:
+            order = torch.randperm(len(data.train), generator=shuffler)
+        i = int(order[(step - 1) % len(data.train)])
         b = data.train[i]
         h_s = _hidden(student, b["student_input_ids"], b["student_attention_mask"])
         loss, m = loss_fn.forward_batch(b, h_s, data.t_hidden[i], student.lm_head.weight, W_t)
