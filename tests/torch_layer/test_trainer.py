@@ -33,8 +33,9 @@ def _args(tmp_path, **kw) -> DSKDConfig:
     return DSKDConfig(**base)
 
 
-def _trainer(tmp_path, teacher_tok, student_tok, rows, student=None, **kw) -> DSKDTrainer:
-    return DSKDTrainer(
+def _trainer(tmp_path, teacher_tok, student_tok, rows, student=None, cls=DSKDTrainer, **kw
+             ) -> DSKDTrainer:  # fmt: skip
+    return cls(
         model=student if student is not None else student_model(student_tok),
         teacher_model=teacher_model(teacher_tok),
         args=_args(tmp_path, **kw),

@@ -8,8 +8,8 @@ from __future__ import annotations
 import copy
 
 import torch
-from test_trainer import _args
-from tiny_models import student_model, teacher_model
+from test_trainer import _trainer
+from tiny_models import student_model
 from torch.utils.data import SequentialSampler
 
 from dskd_align.torch import DSKDTrainer
@@ -30,13 +30,12 @@ class _InOrder(DSKDTrainer):
 
 
 def test_trainer_steps_equal_a_plain_loop(tmp_path, teacher_tok, student_tok, rows):
-    student, teacher = student_model(student_tok), teacher_model(teacher_tok)
+    student = student_model(student_tok)
     start = copy.deepcopy(student)
-    args = _args(tmp_path, loss="byte_sets", alpha=0.5, loss_kwargs={"branch": True},
-                 learning_rate=3e-3, max_steps=6, max_grad_norm=1.0, weight_decay=0.0)  # fmt: skip
-    tr = _InOrder(model=student, teacher_model=teacher, args=args, train_dataset=rows[:24],
-                  processing_class=student_tok, teacher_processing_class=teacher_tok)  # fmt: skip
-    tr.losses = []
+    tr = _trainer(tmp_path, teacher_tok, student_tok, rows[:24], student=student, cls=_InOrder,
+                  loss="byte_sets", alpha=0.5, loss_kwargs={"branch": True}, learning_rate=3e-3,
+                  max_steps=6, max_grad_norm=1.0, weight_decay=0.0)  # fmt: skip
+    tr.losses, teacher = [], tr.teacher
     tables = branch_part(tr.loss_module).tables
     batches = [tr.data_collator(rows[i : i + 4])["batch"] for i in range(0, 24, 4)]
     tr.train()
