@@ -190,7 +190,7 @@ class SetByteKD(ByteKD):
 
     def _chunk(self, h_t: Tensor, h_t2: Tensor, h_t3: Tensor, h_s: Tensor, g: Tensor, w: Tensor,
                rid: Tensor, cx: Tensor, W_t: Tensor, W_s: Tensor, b_t: Any, b_s: Any,
-               e_row: Tensor, e_v: Tensor, e_u: Tensor, pm_full: Tensor
+               pm_full: Tensor, e_row: Tensor, e_v: Tensor, e_u: Tensor
                ) -> tuple[tuple, tuple]:  # fmt: skip
         n, n_cls = h_s.shape[0], self.member.shape[0]
         with torch.no_grad():

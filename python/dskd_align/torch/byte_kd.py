@@ -39,9 +39,10 @@ is consistent with the text written so far; low values mean the teacher's tokens
 with the student's split).
 
 Memory and syncs: targets in row chunks (``chunked_sums``): one chunk holds ``[n, V_t]`` teacher
-and ``[n, V_s]`` student logits, never ``[N, V]`` for all targets; each chunk scans the batch's
-extension entries (``O(E)`` gathers per chunk, no host sync). Targets come from the batch when
-the collator built them (``ByteKDCollator``); otherwise they are built here, which syncs.
+and ``[n, V_s]`` student logits, never ``[N, V]`` for all targets; each chunk reads its own
+rows' extension entries (``chunked_sums``' ragged slices: one host sync per step for the slice
+bounds). Targets come from the batch when the collator built them (``ByteKDCollator``);
+otherwise they are built here, which syncs.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ class ByteKD(nn.Module):
 
     def _chunk(self, h_t: Tensor, h_t2: Tensor, h_t3: Tensor, h_s: Tensor, g: Tensor, w: Tensor,
                rid: Tensor, cx: Tensor, W_t: Tensor, W_s: Tensor, b_t: Any, b_s: Any,
-               e_row: Tensor, e_v: Tensor, e_u: Tensor, pm_full: Tensor
+               pm_full: Tensor, e_row: Tensor, e_v: Tensor, e_u: Tensor
                ) -> tuple[tuple, tuple]:  # fmt: skip
         """Sums over ``n`` target rows: ``((sum w * KL,), (sum w * mass,))``."""
         n, v_s = h_s.shape[0], W_s.shape[0]
@@ -173,9 +174,11 @@ class ByteKD(nn.Module):
                 torch.arange(sp.numel(), device=sp.device), cx]  # fmt: skip
         bias_t = None if teacher_lm_head_bias is None else teacher_lm_head_bias.detach()
         shared = [teacher_lm_head_weight.detach(), student_lm_head_weight, bias_t,
-                  student_lm_head_bias, tg["byte_entry_row"], tg["byte_entry_teacher"],
-                  tg["byte_entry_student"], self.pm_full]  # fmt: skip
-        (s,), (mass,) = chunked_sums(self._chunk, 1, rows, shared, self.chunk_size)
+                  student_lm_head_bias, self.pm_full]  # fmt: skip
+        e_row = tg["byte_entry_row"]  # each chunk gets its rows' entries (chunked.py, ragged)
+        entries = ("byte_entry_row", e_row,
+                   [e_row, tg["byte_entry_teacher"], tg["byte_entry_student"]])  # fmt: skip
+        (s,), (mass,) = chunked_sums(self._chunk, 1, rows, shared, self.chunk_size, [entries])
         return self._mean(batch, s, mass, w)
 
     @staticmethod

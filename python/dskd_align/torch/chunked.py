@@ -13,6 +13,14 @@ naive time at the paper's shapes, while taking the gradient during the forward p
 autograd does.
 The price: gradients are computed whenever an input requires grad, even if ``backward()`` is
 never called (wrap evaluation in ``torch.no_grad()``), and double backward is not supported.
+
+**Ragged inputs** (``ragged=``): per-entry tensors that belong to rows (``byte_kd``'s extension
+entries, thousands per target with a 152k-vocabulary teacher) are sliced per chunk, so each
+chunk reads its own entries only. Passed whole, every chunk would scan all of them: at the
+paper's shapes with 6000 entries per target that made a ``byte_sets`` step 115x SFT on an H200
+(BENCHMARKS.md, "GPU step"). The slices come from one ``searchsorted`` of the chunk starts over
+each group's (sorted) row index and one host sync per call for all groups, which also checks
+that order.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ from dskd_align.torch.heads import lm_logits
 __all__ = ["ChunkFn", "chunked_sums", "token_log_probs"]
 
 ChunkFn = Callable[..., tuple[tuple[Tensor, ...], tuple[Tensor, ...]]]
+# (name, row of each entry [E] sorted ascending, the entries' tensors [E, ...]) for ``ragged=``
+RaggedGroup = tuple[str, Tensor, list[Tensor]]
 
 
 class _ChunkedSums(torch.autograd.Function):
@@ -38,8 +48,9 @@ class _ChunkedSums(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, fn: ChunkFn, chunk_size: int, n_row: int, *inputs: Any) -> Any:
-        needs = ctx.needs_input_grad[3:]
+    def forward(ctx: Any, fn: ChunkFn, chunk_size: int, n_row: int, ragged: Any, *inputs: Any
+                ) -> Any:  # fmt: skip
+        needs = ctx.needs_input_grad[4:]
         n_rows = inputs[0].shape[0]
         # Leaves for the shared inputs are made once; autograd.grad returns per-chunk gradients
         # instead of accumulating into .grad, so the caller's tensors are never touched.
@@ -59,7 +70,7 @@ class _ChunkedSums(torch.autograd.Function):
             ]
             leaves = rows + shared
             with torch.enable_grad():
-                c_sums, c_counts = fn(*leaves)
+                c_sums, c_counts = fn(*leaves, *ragged(start // chunk_size))
             for k, term in enumerate(c_sums):
                 if not term.requires_grad:
                     continue
@@ -103,7 +114,7 @@ class _ChunkedSums(torch.autograd.Function):
             scaled = g * grad_outputs[k].to(g.dtype)
             out[i] = scaled if out[i] is None else out[i] + scaled
         out = [g if g is None else g.to(dt) for g, dt in zip(out, ctx.dtypes, strict=True)]
-        return (None, None, None, *out)
+        return (None, None, None, None, *out)
 
 
 def chunked_sums(
@@ -112,46 +123,91 @@ def chunked_sums(
     row_inputs: list[Tensor],
     shared: list[Tensor | None],
     chunk_size: int | None,
+    ragged: list[RaggedGroup] | None = None,
 ) -> tuple[list[Tensor], list[Tensor]]:
     """Run ``fn`` over row chunks of ``row_inputs`` (all ``[N, ...]``) and add up its outputs.
 
-    ``fn(*row_slices, *shared) -> (sums, counts)`` returns ``n_sums`` differentiable scalars.
+    ``fn(*row_slices, *shared, *ragged_slices) -> (sums, counts)`` returns ``n_sums``
+    differentiable scalars. ``ragged``: groups of per-entry tensors (no gradient) whose rows are
+    given, sorted; each chunk gets the entries of its rows (module notes), in group order.
 
     ``chunk_size=None`` is the naive reference: one call on all rows under plain autograd (same
     math, memory ``O(N x V)``). Returns ``(sums, counts)``.
     """
+    groups = ragged or []
     if chunk_size is None:
-        sums, counts = fn(*row_inputs, *shared)
+        sums, counts = fn(*row_inputs, *shared, *(x for _, _, ts in groups for x in ts))
         return list(sums), list(counts)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
+    slicer = _ragged_slicer(groups, row_inputs[0].shape[0], chunk_size)
     inputs = [*row_inputs, *shared]
     if not (torch.is_grad_enabled() and any(_requires_grad(x) for x in inputs)):
         # Evaluation: no gradient to take, so no reason to pay for one.
         with torch.no_grad():
-            return _add_chunks(fn, row_inputs, shared, chunk_size)
-    out = _ChunkedSums.apply(fn, chunk_size, len(row_inputs), *inputs)
+            return _add_chunks(fn, row_inputs, shared, chunk_size, slicer)
+    out = _ChunkedSums.apply(fn, chunk_size, len(row_inputs), slicer, *inputs)
     return list(out[:n_sums]), list(out[n_sums:])
 
 
-def _requires_grad(x: Any) -> bool:
-    return isinstance(x, Tensor) and x.requires_grad
+def _ragged_slicer(
+    groups: list[RaggedGroup], n_rows: int, chunk_size: int
+) -> Callable[[int], list[Tensor]]:
+    """``slicer(c)``: chunk ``c``'s entries of every group, flat. One host sync for all groups."""
+    if not groups:
+        return lambda c: []
+    n_chunks = max(-(-n_rows // chunk_size), 1)
+    stats = []
+    for _, row, _ in groups:
+        starts = torch.arange(n_chunks + 1, device=row.device) * chunk_size
+        stats.append(torch.searchsorted(row, starts))
+        # The slices are right only if the rows are sorted and in range: checked in the same sync.
+        bad = (row[1:] < row[:-1]).any() if row.numel() > 1 else row.new_zeros((), dtype=bool)
+        bad = bad | (row < 0).any() | (row >= n_rows).any()
+        stats.append(bad.long()[None])
+    flat = torch.cat(stats).tolist()
+    bounds = []
+    for i, (name, _, _) in enumerate(groups):
+        at = i * (n_chunks + 2)
+        if flat[at + n_chunks + 1]:
+            raise ValueError(
+                f"{name}: the row index of ragged entries must be sorted ascending and within "
+                f"[0, {n_rows}) (the collator builds them so): rebuild the batch's fields with "
+                "its collator instead of editing them"
+            )
+        bounds.append(flat[at : at + n_chunks + 1])
+
+    def slicer(c: int) -> list[Tensor]:
+        return [
+            x[b[c] : b[c + 1]] for b, (_, _, ts) in zip(bounds, groups, strict=True) for x in ts
+        ]
+
+    return slicer
 
 
 def _add_chunks(
-    fn: ChunkFn, row_inputs: list[Tensor], shared: list[Tensor | None], chunk_size: int
+    fn: ChunkFn,
+    row_inputs: list[Tensor],
+    shared: list[Tensor | None],
+    chunk_size: int,
+    slicer: Callable[[int], list[Tensor]],
 ) -> tuple[list[Tensor], list[Tensor]]:
     """Forward-only loop over row chunks (at least one, possibly empty)."""
     n_rows = row_inputs[0].shape[0]
     sums: list[Tensor] = []
     counts: list[Tensor] = []
     for start in range(0, max(n_rows, 1), chunk_size):
-        c_sums, c_counts = fn(*(x[start : start + chunk_size] for x in row_inputs), *shared)
+        rows = (x[start : start + chunk_size] for x in row_inputs)
+        c_sums, c_counts = fn(*rows, *shared, *slicer(start // chunk_size))
         sums = list(c_sums) if not sums else [a + b for a, b in zip(sums, c_sums, strict=True)]
         counts = (
             list(c_counts) if not counts else [a + b for a, b in zip(counts, c_counts, strict=True)]
         )
     return sums, counts
+
+
+def _requires_grad(x: Any) -> bool:
+    return isinstance(x, Tensor) and x.requires_grad
 
 
 class _TokenLogProbs(torch.autograd.Function):

@@ -55,8 +55,9 @@ next-token classes (minus the tight child ranges, an ``index_add`` over at most 
 and one per extension entry. **Memory**: targets in row chunks (``chunked_sums``): one chunk
 holds two ``[n, V_t]`` teacher blocks, ``[n, V_s]`` student logits, the ``[n, n_sorted]``
 float64 cumulative sum and ``[n, V_t]`` float64 next-token sums (and an int32 mark array for the
-student-boundary test), never ``[N, V]`` for all targets; each chunk scans the batch's entries
-and ranges (no host sync). The per-batch fields come from the collator (``ByteKDCollator`` with
+student-boundary test), never ``[N, V]`` for all targets; each chunk reads its own rows' entries,
+ruled-out ranges and child ranges (``chunked_sums``' ragged slices: one host sync per step for
+the slice bounds). The per-batch fields come from the collator (``ByteKDCollator`` with
 ``SetTables``); a batch without them has them built here, which syncs.
 """
 
@@ -141,8 +142,9 @@ class SetKD(ByteKD):
 
     def _chunk(self, h_t: Tensor, h_t2: Tensor, h_s: Tensor, g: Tensor, w: Tensor, rid: Tensor,
                W_t: Tensor, W_s: Tensor, b_t: Any, b_s: Any, e_row: Tensor, e_v: Tensor,
-               e_u: Tensor, e_idx: Tensor, e_ok: Tensor, sb_lo: Tensor, sb_hi: Tensor,
-               c_ent: Tensor, c_lo: Tensor, c_hi: Tensor) -> tuple[tuple, tuple]:  # fmt: skip
+               e_u: Tensor, e_idx: Tensor, e_ok: Tensor, e_gid: Tensor, sb_lo: Tensor,
+               sb_hi: Tensor, c_ent: Tensor, c_lo: Tensor, c_hi: Tensor
+               ) -> tuple[tuple, tuple]:  # fmt: skip
         """Sums over ``n`` target rows: ``((sum w * KL,), (sum w * mass,))``."""
         n, v_t = h_s.shape[0], W_t.shape[0]
         with torch.no_grad():  # the target: teacher only
@@ -188,6 +190,7 @@ class SetKD(ByteKD):
             flat, w_c = cum.reshape(-1), cum.shape[1]  # entries: flat gathers (see above)
             s_e = flat.index_select(0, li * w_c + hi_e) - flat.index_select(0, li * w_c + lo_e)
             if self.tight_extensions and c_ent.numel():
+                c_ent = c_ent - e_gid[:1]  # batch entry index -> this chunk's entries
                 c_li = li[c_ent] * w_c
                 s_c = flat.index_select(0, c_li + c_hi) - flat.index_select(0, c_li + c_lo)
                 s_e = s_e.index_add(0, c_ent, torch.where(ok[c_ent], s_c, 0.0), alpha=-1.0)
@@ -197,6 +200,22 @@ class SetKD(ByteKD):
             ce = ce + p_s.new_zeros(n + 1).index_add(0, row_e, qe * log_e)[:n]
         kl = neg_ent - ce  # a row with no mass: q = 0, KL = 0
         return ((kl * w).sum(),), ((mass * w).sum(),)
+
+    def _ragged(self, tg: Mapping[str, Tensor], e_ok: Tensor) -> list:
+        """The per-entry groups that ``chunked_sums`` slices per chunk, each by its target row."""
+        e_row, sb_lo, c_ent = tg["byte_entry_row"], tg["set_sb_lo"], tg["set_echild_entry"]
+        # Each entry's index in the batch, so a chunk can rebase the child ranges' entry index;
+        # only read with tight_extensions, else a stride-0 view (no memory).
+        n_e = e_row.numel()
+        e_gid = (torch.arange(n_e, device=e_row.device) if self.tight_extensions
+                 else e_row.new_zeros(()).expand(n_e))  # fmt: skip
+        entries = [e_row, tg["byte_entry_teacher"], tg["byte_entry_student"],
+                   tg["set_entry_index"], e_ok, e_gid]  # fmt: skip
+        return [("byte_entry_row", e_row, entries),
+                ("set_sb_lo", torch.div(sb_lo, self.rank_base, rounding_mode="floor"),
+                 [sb_lo, tg["set_sb_hi"]]),
+                ("set_echild_entry", e_row[c_ent], [c_ent, tg["set_echild_lo"],
+                                                    tg["set_echild_hi"]])]  # fmt: skip
 
     def _ruled_out(self, rid: Tensor, sb_lo: Tensor, sb_hi: Tensor) -> Tensor:
         """``[n, V_t]`` bool: the next-token outcomes that the chunk rows' ruled-out ranges
@@ -261,9 +280,7 @@ class SetKD(ByteKD):
             trust = tg["set_unfiltered"] & (tg["byte_token"] >= 0)
             e_ok = e_ok & ~trust[tg["byte_entry_row"]]
         shared = [teacher_lm_head_weight.detach(), student_lm_head_weight, bias_t,
-                  student_lm_head_bias, tg["byte_entry_row"], tg["byte_entry_teacher"],
-                  tg["byte_entry_student"], tg["set_entry_index"], e_ok, tg["set_sb_lo"],
-                  tg["set_sb_hi"], tg["set_echild_entry"], tg["set_echild_lo"],
-                  tg["set_echild_hi"]]  # fmt: skip
-        (s,), (mass,) = chunked_sums(self._chunk, 1, rows, shared, self.chunk_size)
+                  student_lm_head_bias]  # fmt: skip
+        (s,), (mass,) = chunked_sums(self._chunk, 1, rows, shared, self.chunk_size,
+                                     self._ragged(tg, e_ok))  # fmt: skip
         return self._mean(batch, s, mass, w)
