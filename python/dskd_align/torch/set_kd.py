@@ -72,7 +72,6 @@ from torch import Tensor
 from dskd_align.torch.byte_kd import ByteKD
 from dskd_align.torch.byte_targets import BYTE_FIELDS
 from dskd_align.torch.chunked import chunked_sums
-from dskd_align.torch.gold_split import GOLD_FIELDS, GoldSplitTables, gold_split_terms
 from dskd_align.torch.heads import lm_logits
 from dskd_align.torch.set_tables import SetTables
 from dskd_align.torch.set_targets import SET_FIELDS, set_targets
@@ -100,7 +99,7 @@ class SetKD(ByteKD):
 
     def __init__(self, tables: SetTables, *, tau: float = 1.0, crossing: str = "one_step",
                  student_boundary: bool = True, tight_extensions: bool = False,
-                 branch: bool = False, unfiltered: str = "keep", gold_split: bool = False,
+                 branch: bool = False, unfiltered: str = "keep",
                  chunk_size: int | None = 256) -> None:  # fmt: skip
         if not isinstance(tables, SetTables):
             raise TypeError(
@@ -118,11 +117,6 @@ class SetKD(ByteKD):
                 f"byte_sets: unfiltered must be 'keep' or 'teacher', got {unfiltered!r}"
             )
         self.unfiltered = unfiltered
-        self.gold_split = bool(gold_split)
-        self._gold = None
-        if self.gold_split:
-            self._gold = GoldSplitTables(tables)
-            self.register_buffer("_gold_t_sorted", self._gold.t_sorted, persistent=False)
         for name in _BUFFERS:
             self.register_buffer(f"_{name}", getattr(tables, name), persistent=False)
         self.rank_base = tables.rank_base
@@ -147,11 +141,9 @@ class SetKD(ByteKD):
         return set_targets(batch, tables)
 
     def _chunk(self, h_t: Tensor, h_t2: Tensor, h_s: Tensor, g: Tensor, w: Tensor, rid: Tensor,
-               h_t3: Tensor, gtok: Tensor, W_t: Tensor, W_s: Tensor, b_t: Any, b_s: Any,
-               e_row: Tensor, e_v: Tensor, e_u: Tensor, e_idx: Tensor, e_ok: Tensor,
-               e_gid: Tensor, sb_lo: Tensor, sb_hi: Tensor, c_ent: Tensor, c_lo: Tensor,
-               c_hi: Tensor, gs_row: Tensor, gs_u: Tensor, gs_xlo: Tensor, gs_xhi: Tensor,
-               gs_parent: Tensor, gs_gid: Tensor, ga_row: Tensor, ga_lo: Tensor, ga_hi: Tensor
+               W_t: Tensor, W_s: Tensor, b_t: Any, b_s: Any, e_row: Tensor, e_v: Tensor,
+               e_u: Tensor, e_idx: Tensor, e_ok: Tensor, e_gid: Tensor, sb_lo: Tensor,
+               sb_hi: Tensor, c_ent: Tensor, c_lo: Tensor, c_hi: Tensor
                ) -> tuple[tuple, tuple]:  # fmt: skip
         """Sums over ``n`` target rows: ``((sum w * KL,), (sum w * mass,))``."""
         n, v_t = h_s.shape[0], W_t.shape[0]
@@ -176,11 +168,6 @@ class SetKD(ByteKD):
             ncls = self._next_cls.masked_fill(self._next_cls < 0, v_t)
             gn = p.new_zeros(n, v_t + 1).index_add_(1, ncls, qn)[:, :v_t].mul_(inv[:, None])
             neg_ent = torch.xlogy(ge, ge).sum(-1) + torch.xlogy(gn, gn).sum(-1)  # [n]
-            gq = None
-            if self.gold_split:
-                gcls = ncls[gtok.clamp_min(0)]
-                gq = torch.where(gtok >= 0, gn.gather(1, gcls[:, None])[:, 0], 0.0)
-                p3 = torch.softmax(lm_logits(h_t3, W_t, b_t).div_(self.tau), -1)
             del ge, gn, p, p2
             qn.mul_(inv[:, None])
             qe = pe * inv[li] if n else pe
@@ -211,18 +198,10 @@ class SetKD(ByteKD):
             p_e = p_s.reshape(-1).index_select(0, li * p_s.shape[1] + e_u)
             log_e = torch.log((p_e + s_e).clamp_min(1e-30))
             ce = ce + p_s.new_zeros(n + 1).index_add(0, row_e, qe * log_e)[:n]
-        if gq is not None and n:
-            r0 = rid[:1]
-            d_neg, d_ce = gold_split_terms(
-                p3, self._gold_t_sorted, gq, torch.log(p_s.clamp_min(1e-30)), gs_row - r0, gs_u,
-                gs_xlo, gs_xhi, torch.where(gs_parent >= 0, gs_parent - gs_gid[:1], gs_parent),
-                ga_row - r0, ga_lo, ga_hi)  # fmt: skip
-            neg_ent = neg_ent + d_neg
-            ce = ce + d_ce
         kl = neg_ent - ce  # a row with no mass: q = 0, KL = 0
         return ((kl * w).sum(),), ((mass * w).sum(),)
 
-    def _ragged(self, tg: Mapping[str, Tensor], e_ok: Tensor, gf: Mapping[str, Tensor]) -> list:
+    def _ragged(self, tg: Mapping[str, Tensor], e_ok: Tensor) -> list:
         """The per-entry groups that ``chunked_sums`` slices per chunk, each by its target row."""
         e_row, sb_lo, c_ent = tg["byte_entry_row"], tg["set_sb_lo"], tg["set_echild_entry"]
         # Each entry's index in the batch, so a chunk can rebase the child ranges' entry index;
@@ -232,25 +211,11 @@ class SetKD(ByteKD):
                  else e_row.new_zeros(()).expand(n_e))  # fmt: skip
         entries = [e_row, tg["byte_entry_teacher"], tg["byte_entry_student"],
                    tg["set_entry_index"], e_ok, e_gid]  # fmt: skip
-        gold = [("gs_row", gf["gs_row"], [gf["gs_row"], gf["gs_u"], gf["gs_xlo"], gf["gs_xhi"],
-                  gf["gs_parent"], torch.arange(gf["gs_row"].numel(), device=e_row.device)]),
-                ("ga_row", gf["ga_row"], [gf["ga_row"], gf["ga_lo"], gf["ga_hi"]])]  # fmt: skip
         return [("byte_entry_row", e_row, entries),
                 ("set_sb_lo", torch.div(sb_lo, self.rank_base, rounding_mode="floor"),
                  [sb_lo, tg["set_sb_hi"]]),
                 ("set_echild_entry", e_row[c_ent], [c_ent, tg["set_echild_lo"],
-                                                    tg["set_echild_hi"]]), *gold]  # fmt: skip
-
-    def _gold_fields(self, batch: Mapping[str, Any], tg: Mapping[str, Tensor]
-                     ) -> dict[str, Tensor]:  # fmt: skip
-        """The gold split's fields (EXPERIMENT, ``gold_split.py``); empty when off."""
-        dev = tg["byte_batch"].device
-        if self._gold is None:
-            none = torch.zeros(0, dtype=torch.long, device=dev)
-            out = dict.fromkeys(GOLD_FIELDS, none)
-            out["gs_tok"] = torch.full_like(tg["byte_batch"], -1)
-            return out
-        return self._gold.fields(batch, dict(tg))
+                                                    tg["set_echild_hi"]])]  # fmt: skip
 
     def _ruled_out(self, rid: Tensor, sb_lo: Tensor, sb_hi: Tensor) -> Tensor:
         """``[n, V_t]`` bool: the next-token outcomes that the chunk rows' ruled-out ranges
@@ -305,10 +270,8 @@ class SetKD(ByteKD):
         w = torch.ones_like(sp, dtype=torch.float32)
         if self.crossing == "skip":
             w = w.masked_fill(tg["byte_crosses"], 0.0)
-        gf = self._gold_fields(batch, tg)
-        h3 = h_t[b, (tp + 2).clamp_max(h_t.shape[1] - 1)] if self.gold_split else h_t[b, tp]
         rows = [h_t[b, tp], h_t[b, nxt], student_hidden[b, sp], g, w,
-                torch.arange(sp.numel(), device=sp.device), h3, gf["gs_tok"]]  # fmt: skip
+                torch.arange(sp.numel(), device=sp.device)]  # fmt: skip
         bias_t = None if teacher_lm_head_bias is None else teacher_lm_head_bias.detach()
         e_ok = tg["set_entry_sb_ok"]
         if not self.student_boundary:
@@ -319,5 +282,5 @@ class SetKD(ByteKD):
         shared = [teacher_lm_head_weight.detach(), student_lm_head_weight, bias_t,
                   student_lm_head_bias]  # fmt: skip
         (s,), (mass,) = chunked_sums(self._chunk, 1, rows, shared, self.chunk_size,
-                                     self._ragged(tg, e_ok, gf))  # fmt: skip
+                                     self._ragged(tg, e_ok))  # fmt: skip
         return self._mean(batch, s, mass, w)
