@@ -63,7 +63,14 @@ _OPTIONS = {
     "exact_kd": {"unmapped", "space"},
     "chunk_kd": {"chunk_loss", "chunk_weight"},
     "byte_kd": {"crossing"},
-    "byte_sets": {"crossing", "student_boundary", "tight_extensions", "branch", "unfiltered"},
+    "byte_sets": {
+        "crossing",
+        "student_boundary",
+        "tight_extensions",
+        "branch",
+        "unfiltered",
+        "overlap",
+    },
 }
 
 
@@ -282,6 +289,7 @@ def build_loss(
                          tight_extensions=bool(options.get("tight_extensions", False)),
                          branch=bool(options.get("branch", False)),
                          unfiltered=str(options.get("unfiltered", "keep")),
+                         overlap=str(options.get("overlap", "sum")),
                          chunk_size=chunk_size)  # fmt: skip
         sizes = (vocab.teacher_vocab_size, vocab.student_vocab_size)
         if sizes != (W_t.shape[0], W_s.shape[0]):
