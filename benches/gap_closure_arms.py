@@ -165,8 +165,6 @@ ABLATIONS = {
     # ... only where the student-boundary filter is off (the option unfiltered="teacher").
     "byte_sets-same unfiltered=teacher": _sets("same", unfiltered="teacher"),
     "byte_sets-cross branch unfiltered=teacher": _branch(unfiltered="teacher"),
-    "byte_sets-cross branch overlap=split": _branch(overlap="split"),
-    "byte_sets-same overlap=split": _sets("same", overlap="split"),
     # From scratch a student needs the issue probe's learning rate (3e-3) to get anywhere.
     "sft-cross random init": ("cross", "sft", {"lr": 3e-3}, "random"),
     "dskd-cross random init": ("cross", "dskd", {"tau": 2.0, "lr": 3e-3}, "random"),

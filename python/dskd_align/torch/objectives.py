@@ -63,14 +63,7 @@ _OPTIONS = {
     "exact_kd": {"unmapped", "space"},
     "chunk_kd": {"chunk_loss", "chunk_weight"},
     "byte_kd": {"crossing"},
-    "byte_sets": {
-        "crossing",
-        "student_boundary",
-        "tight_extensions",
-        "branch",
-        "unfiltered",
-        "overlap",
-    },
+    "byte_sets": {"crossing", "student_boundary", "tight_extensions", "branch", "unfiltered"},
 }
 
 
@@ -289,7 +282,6 @@ def build_loss(
                          tight_extensions=bool(options.get("tight_extensions", False)),
                          branch=bool(options.get("branch", False)),
                          unfiltered=str(options.get("unfiltered", "keep")),
-                         overlap=str(options.get("overlap", "sum")),
                          chunk_size=chunk_size)  # fmt: skip
         sizes = (vocab.teacher_vocab_size, vocab.student_vocab_size)
         if sizes != (W_t.shape[0], W_s.shape[0]):

@@ -99,7 +99,7 @@ class SetKD(ByteKD):
 
     def __init__(self, tables: SetTables, *, tau: float = 1.0, crossing: str = "one_step",
                  student_boundary: bool = True, tight_extensions: bool = False,
-                 branch: bool = False, unfiltered: str = "keep", overlap: str = "sum",
+                 branch: bool = False, unfiltered: str = "keep",
                  chunk_size: int | None = 256) -> None:  # fmt: skip
         if not isinstance(tables, SetTables):
             raise TypeError(
@@ -117,11 +117,6 @@ class SetKD(ByteKD):
                 f"byte_sets: unfiltered must be 'keep' or 'teacher', got {unfiltered!r}"
             )
         self.unfiltered = unfiltered
-        if overlap not in ("sum", "split"):
-            raise ValueError(f"byte_sets: overlap must be 'sum' or 'split', got {overlap!r}")
-        if overlap == "split" and tight_extensions:
-            raise ValueError("byte_sets: overlap='split' does not support tight_extensions=True")
-        self.overlap = overlap
         for name in _BUFFERS:
             self.register_buffer(f"_{name}", getattr(tables, name), persistent=False)
         self.rank_base = tables.rank_base
@@ -177,10 +172,6 @@ class SetKD(ByteKD):
             qn.mul_(inv[:, None])
             qe = pe * inv[li] if n else pe
         p_s = torch.softmax(lm_logits(h_s, W_s, b_s) / self.tau, -1)  # [n, V_s]
-        if self.overlap == "split":  # each token's probability shared among its classes
-            with torch.no_grad():
-                inv_q = self._inv_class_mass(qn, qe, li, ok, e_u, e_idx, p_s.shape[1])
-            p_s = p_s * inv_q.to(p_s.dtype)
         # index_select, not advanced indexing: its backward is an index_add along the dim
         # (advanced indexing's is a sorted index_put, several times slower on CPU).
         cum = torch.cat([p_s.new_zeros(n, 1, dtype=torch.float64),
@@ -207,8 +198,7 @@ class SetKD(ByteKD):
             p_e = p_s.reshape(-1).index_select(0, li * p_s.shape[1] + e_u)
             log_e = torch.log((p_e + s_e).clamp_min(1e-30))
             ce = ce + p_s.new_zeros(n + 1).index_add(0, row_e, qe * log_e)[:n]
-        # "split": P_s(R) = q_R x (the set's sum of p_s / Q), so KL = -ce (module notes).
-        kl = -ce if self.overlap == "split" else neg_ent - ce  # no mass: q = 0, KL = 0
+        kl = neg_ent - ce  # a row with no mass: q = 0, KL = 0
         return ((kl * w).sum(),), ((mass * w).sum(),)
 
     def _ragged(self, tg: Mapping[str, Tensor], e_ok: Tensor) -> list:
@@ -226,33 +216,6 @@ class SetKD(ByteKD):
                  [sb_lo, tg["set_sb_hi"]]),
                 ("set_echild_entry", e_row[c_ent], [c_ent, tg["set_echild_lo"],
                                                     tg["set_echild_hi"]])]  # fmt: skip
-
-    def _inv_class_mass(self, qn: Tensor, qe: Tensor, li: Tensor, ok: Tensor, e_u: Tensor,
-                        e_idx: Tensor, v_s: int) -> Tensor:  # fmt: skip
-        """``[n, V_s]`` float64: ``1 / Q(u)``, ``Q(u)`` the target's mass on the classes whose set
-        holds ``u`` (0 where ``Q`` is below 1e-6: classes of no weight). The sets' ranges are
-        added as a difference array over the byte-sorted vocabulary, then a cumulative sum; the
-        singletons ``first(R)`` in id space."""
-        n, n_sorted = qn.shape[0], self._s_sorted.numel()
-        w = n_sorted + 1
-        q64 = qn.double()
-        d = q64.new_zeros(n + 1, w)  # row n: entries of other chunks
-        d[:n].index_add_(1, self._next_lo, q64).index_add_(1, self._next_hi, -q64)
-        qc = q64.index_select(1, self._child_parent)
-        d[:n].index_add_(1, self._child_lo, -qc).index_add_(1, self._child_hi, qc)
-        qe64 = torch.where(ok, qe.double(), 0.0)
-        row = torch.where(ok, li, n)
-        flat = d.view(-1)
-        flat.index_add_(0, row * w + self._ext_lo[e_idx], qe64)
-        flat.index_add_(0, row * w + self._ext_hi[e_idx], -qe64)
-        q_sorted = d[:n].cumsum(1)[:, :n_sorted]
-        mass = q64.new_zeros(n + 1, v_s)
-        mass[:n].index_copy_(1, self._s_sorted, q_sorted)
-        first = self.pm_full.clamp_max(v_s - 1)  # -1 -> clamped: its q is 0
-        mass[:n].index_add_(1, first, q64)
-        mass.view(-1).index_add_(0, row * v_s + e_u, qe64)
-        mass = mass[:n]
-        return torch.where(mass > 1e-6, 1.0 / mass.clamp_min(1e-6), 0.0)
 
     def _ruled_out(self, rid: Tensor, sb_lo: Tensor, sb_hi: Tensor) -> Tensor:
         """``[n, V_t]`` bool: the next-token outcomes that the chunk rows' ruled-out ranges
