@@ -36,6 +36,29 @@ def demo_pair(seed: int) -> tuple[Any, SetTables, ByteKDCollator]:
     return teacher, tables, ByteKDCollator(DSKDCollator(toks.teacher, toks.student), tables)
 
 
+def set_target(kd: Any, tables: SetTables, w_t: torch.Tensor, batch: Any, h: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """``byte_sets``' target as ``SetKD`` computes it (tau 1, branch states in ``h``, the
+    student-boundary filter): normalized next-token masses ``[N, V_t]``, extension entry masses
+    ``[E]`` and each target's mass before normalizing ``[N]``. For the benches that look inside
+    it (the loss does not expose it)."""
+    b, tp, g = batch["byte_batch"], batch["byte_teacher_pos"], batch["byte_token"]
+    br, n_l = batch["set_branch_token"], batch["teacher_input_ids"].shape[1]
+    g = torch.where(br >= 0, br, g)
+    nxt = torch.where(br >= 0, n_l + batch["set_branch_slot"], tp + 1).clamp_max(h.shape[1] - 1)
+    p = torch.softmax(h[b, tp] @ w_t.T, -1)
+    p_k = torch.where(g >= 0, p.gather(1, g.clamp_min(0)[:, None])[:, 0], 0.0)
+    qn = p_k[:, None] * torch.softmax(h[b, nxt] @ w_t.T, -1)
+    qn = qn.masked_fill(tables.next_cls[None, :] < 0, 0.0)
+    rid = torch.arange(b.numel())
+    qn = qn.masked_fill(kd._ruled_out(rid, batch["set_sb_lo"], batch["set_sb_hi"]), 0.0)
+    row = batch["byte_entry_row"]
+    pe = p[row, batch["byte_entry_teacher"]] * batch["set_entry_sb_ok"]
+    mass = qn.sum(1) + torch.zeros(b.numel()).index_add_(0, row, pe)
+    inv = 1.0 / mass.clamp_min(1e-30)
+    return qn * inv[:, None], pe * inv[row], mass
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from branch_mass import demo_pair
+from branch_mass import demo_pair, set_target
 
 from dskd_align.demo_data import make_batches, task_rows
 from dskd_align.demo_models import DemoSize, pretrained_models, tokenizers
@@ -62,21 +62,8 @@ def main() -> None:
             hs = student.model(
                 input_ids=batch["student_input_ids"], attention_mask=batch["student_attention_mask"]
             ).last_hidden_state
-            b, tp, g = batch["byte_batch"], batch["byte_teacher_pos"], batch["byte_token"]
-            br, n_l = batch["set_branch_token"], batch["teacher_input_ids"].shape[1]
-            g = torch.where(br >= 0, br, g)
-            nxt = torch.where(br >= 0, n_l + batch["set_branch_slot"], tp + 1)
-            p = torch.softmax(h[b, tp] @ w_t.T, -1)
-            p_k = torch.where(g >= 0, p.gather(1, g.clamp_min(0)[:, None])[:, 0], 0.0)
-            qn = p_k[:, None] * torch.softmax(h[b, nxt.clamp_max(h.shape[1] - 1)] @ w_t.T, -1)
-            qn = qn.masked_fill(cls[None, :] < 0, 0.0)
-            qn = qn.masked_fill(kd._ruled_out(torch.arange(b.numel()), batch["set_sb_lo"],
-                                              batch["set_sb_hi"]), 0.0)  # fmt: skip
-            row = batch["byte_entry_row"]
-            pe = p[row, batch["byte_entry_teacher"]] * batch["set_entry_sb_ok"]
-            mass = qn.sum(1) + torch.zeros(b.numel()).index_add_(0, row, pe)
-            inv = 1.0 / mass.clamp_min(1e-30)
-            qn, qe = qn * inv[:, None], pe * inv[row]
+            qn, qe, mass = set_target(kd, tables, w_t, batch, h)
+            b, row = batch["byte_batch"], batch["byte_entry_row"]
             ps = torch.softmax(student.lm_head(hs[b, batch["byte_student_pos"]]), -1)
         for i in range(b.numel()):
             if mass[i] <= 0:

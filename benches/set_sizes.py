@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from branch_mass import demo_pair
+from branch_mass import demo_pair, set_target
 
 from dskd_align.demo_data import make_batches, task_rows
 from dskd_align.torch.branch import teacher_hidden_with_branches
@@ -39,21 +39,7 @@ def main() -> None:
     sums = dict.fromkeys(("next", "next_multi", "next_size", "ext", "ext_multi", "ext_size"), 0.0)
     for batch in make_batches(col, task_rows("train", a.rows, a.seed), 16):
         h = teacher_hidden_with_branches(teacher, batch)
-        b, tp, g = batch["byte_batch"], batch["byte_teacher_pos"], batch["byte_token"]
-        br, n_l = batch["set_branch_token"], batch["teacher_input_ids"].shape[1]
-        g = torch.where(br >= 0, br, g)
-        nxt = torch.where(br >= 0, n_l + batch["set_branch_slot"], tp + 1).clamp_max(h.shape[1] - 1)
-        p = torch.softmax(h[b, tp] @ w_t.T, -1)
-        p_k = torch.where(g >= 0, p.gather(1, g.clamp_min(0)[:, None])[:, 0], 0.0)
-        qn = p_k[:, None] * torch.softmax(h[b, nxt] @ w_t.T, -1)
-        qn = qn.masked_fill(tables.next_cls[None, :] < 0, 0.0)
-        rid = torch.arange(b.numel())
-        qn = qn.masked_fill(kd._ruled_out(rid, batch["set_sb_lo"], batch["set_sb_hi"]), 0.0)
-        row = batch["byte_entry_row"]
-        pe = p[row, batch["byte_entry_teacher"]] * batch["set_entry_sb_ok"]
-        mass = qn.sum(1) + torch.zeros(b.numel()).index_add_(0, row, pe)
-        inv = 1.0 / mass.clamp_min(1e-30)
-        qn, qe = qn * inv[:, None], pe * inv[row]
+        qn, qe, _ = set_target(kd, tables, w_t, batch, h)
         size_e = e_size[batch["set_entry_index"]]
         sums["next"] += float(qn.sum())
         sums["next_multi"] += float((qn * (n_size > 1)).sum())
