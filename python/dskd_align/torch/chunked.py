@@ -159,7 +159,7 @@ def _ragged_slicer(
     n_chunks = max(-(-n_rows // chunk_size), 1)
     stats = []
     for _, row, _ in groups:
-        starts = torch.arange(n_chunks + 1, device=row.device) * chunk_size
+        starts = torch.arange(n_chunks + 1, device=row.device, dtype=row.dtype) * chunk_size
         stats.append(torch.searchsorted(row, starts))
         # The slices are right only if the rows are sorted and in range: checked in the same sync.
         bad = (row[1:] < row[:-1]).any() if row.numel() > 1 else row.new_zeros((), dtype=bool)
