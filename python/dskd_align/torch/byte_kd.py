@@ -108,9 +108,9 @@ class ByteKD(nn.Module):
         with torch.no_grad():  # the target: teacher only
             lp = torch.log_softmax(lm_logits(h_t, W_t, b_t).div_(self.tau), -1)
             p = lp.exp_()  # [n, V_t]
-            q = p.new_zeros(n * v_s + 1)  # flat [n, V_s] and one slot for the other chunks
+            q = p.new_zeros(n * v_s + 1)  # flat [n, V_s] and a spare slot (masked entries)
             if n:
-                local = e_row - rid[:1]  # entries of this chunk's rows: 0 <= local < n
+                local = e_row - rid[:1]  # chunked_sums slices the entries: 0 <= local < n (guard)
                 ok = (local >= 0) & (local < n)
                 li = local.clamp(0, n - 1)
                 src = torch.where(ok, p[li, e_v], 0.0)

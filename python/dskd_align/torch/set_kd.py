@@ -149,11 +149,11 @@ class SetKD(ByteKD):
         n, v_t = h_s.shape[0], W_t.shape[0]
         with torch.no_grad():  # the target: teacher only
             p = torch.softmax(lm_logits(h_t, W_t, b_t).div_(self.tau), -1)  # [n, V_t]
-            local = e_row - rid[:1]  # entries of this chunk's rows: 0 <= local < n
+            local = e_row - rid[:1]  # chunked_sums slices the entries: 0 <= local < n (guard)
             ok = (local >= 0) & (local < n) & e_ok
             li = local.clamp(0, max(n - 1, 0))
             pe = torch.where(ok, p[li, e_v], 0.0) if n else p.new_zeros(e_v.shape)  # [E]
-            row_e = torch.where(ok, li, n)  # n: the slot of other chunks' entries
+            row_e = torch.where(ok, li, n)  # n: the spare slot of filtered-out entries
             p_k = torch.where(g >= 0, p.gather(1, g.clamp_min(0)[:, None])[:, 0], 0.0)  # [n]
             p2 = torch.softmax(lm_logits(h_t2, W_t, b_t).div_(self.tau), -1)
             qn = p_k[:, None] * p2.masked_fill_((self._next_cls < 0)[None, :], 0.0)  # [n, V_t]
@@ -230,7 +230,8 @@ class SetKD(ByteKD):
         mine = (row >= 0) & (row < n)
         lo = torch.searchsorted(self._rank_sorted, sb_lo - target * base)
         hi = torch.searchsorted(self._rank_sorted, sb_hi - target * base)
-        # Other chunks' ranges mark a spare column past the end (+1 and -1 cancel there).
+        # Ranges outside the chunk (none once chunked_sums slices them; a guard) mark a spare
+        # column past the end (+1 and -1 cancel there).
         w = v + 2
         lo = torch.where(mine, row * w + lo, w - 1)
         hi = torch.where(mine, row * w + hi, w - 1)
