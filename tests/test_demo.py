@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from dskd_align.demo import DEFAULT_ARMS, DemoError, DemoSize, run_demo  # noqa: E402
+from dskd_align.demo import DEFAULT_ARMS, DemoError, DemoSize, run_demo, run_seed  # noqa: E402
 
 TINY = DemoSize(
     teacher_dim=32,
@@ -88,3 +88,25 @@ def test_loop_backend_reuses_the_cached_models(
 def test_bad_settings_are_refused_before_training(kwargs: dict) -> None:
     with pytest.raises(DemoError):
         run_demo(verbose=False, plot=False, **kwargs)
+
+
+@pytest.mark.parametrize("backend", ["trainer", "loop"])
+def test_a_tracked_run_reads_off_every_shorter_budget(cache: Path, backend: str) -> None:
+    """``ArmResult.at_budget`` (benches/demo_budget.py) claims a run's first steps are the shorter
+    run: the 4-step run's reported figure equals the 8-step run's reading at 4."""
+    kw = dict(size=TINY, cache_dir=cache, lr=1e-2, alpha=0.5, batch_size=8, eval_every=4,
+              backend=backend, log=lambda s: None)  # fmt: skip
+    arms = ("sft-cross", "byte_sets-cross")
+    long = run_seed(0, arms, steps=8, track_test=True, **kw)
+    short = run_seed(0, arms, steps=4, **kw)
+    for name in arms:
+        r = long[name]
+        assert r.at_budget(8) == (r.best_step, r.test_bpb), name
+        step, test = r.at_budget(4)
+        assert step == short[name].best_step, name
+        assert test == pytest.approx(short[name].test_bpb, abs=1e-9), name
+        assert short[name].test_curve == []  # not tracked unless asked
+    with pytest.raises(ValueError, match="validation point"):
+        long["sft-cross"].at_budget(6)
+    with pytest.raises(ValueError, match="track_test"):
+        short["sft-cross"].at_budget(4)

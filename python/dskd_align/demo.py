@@ -41,7 +41,7 @@ from dskd_align.demo_models import DemoSize, Tokenizers, pretrained_models, toke
 from dskd_align.demo_train import (
     ArmData,
     ArmResult,
-    evaluate,
+    eval_point,
     finish_arm,
     teacher_hidden,
     train_arm,
@@ -98,7 +98,7 @@ def _data(col: Any, teacher: Any, train: list, val: list, test: list, bs: int) -
 def _trainer_arm(
     name: str, student: Any, teacher: Any, toks: Tokenizers, kind: str, loss: str,
     opts: dict[str, Any], train: list, data: ArmData, *, steps: int, eval_every: int, lr: float,
-    alpha: float, batch_size: int, seed: int, log: Callable[[str], None],
+    alpha: float, batch_size: int, seed: int, log: Callable[[str], None], track_test: bool = False,
 ) -> ArmResult:  # fmt: skip
     """One arm through DSKDTrainer; a callback evaluates validation bits/byte and keeps the best
     weights."""
@@ -110,8 +110,7 @@ def _trainer_arm(
 
     res = ArmResult(name)
     t0 = time.perf_counter()
-    res.val_bpb = evaluate(student, data.val, data.val_bytes)
-    res.curve.append((0, res.val_bpb))
+    res.val_bpb = eval_point(res, student, data, 0, track_test)
     best = [copy.deepcopy(student.state_dict())]
 
     class _Val(TrainerCallback):
@@ -119,8 +118,7 @@ def _trainer_arm(
             step = state.global_step
             if step % eval_every and step != steps:
                 return
-            v = evaluate(student, data.val, data.val_bytes)
-            res.curve.append((step, v))
+            v = eval_point(res, student, data, step, track_test)
             if v < res.val_bpb:
                 res.val_bpb, res.best_step = v, step
                 best[0] = copy.deepcopy(student.state_dict())
@@ -150,9 +148,10 @@ def _trainer_arm(
 def run_seed(
     seed: int, arms: Sequence[str], *, steps: int, size: DemoSize, cache_dir: Any, lr: float,
     alpha: float, batch_size: int, eval_every: int, backend: str, log: Callable[[str], None],
-    n_val: int = 128, n_test: int = 256,
+    n_val: int = 128, n_test: int = 256, track_test: bool = False,
 ) -> dict[str, ArmResult]:  # fmt: skip
-    """Every arm of one seed (the seed picks the pretraining, the task rows and their order)."""
+    """Every arm of one seed (the seed picks the pretraining, the task rows and their order).
+    ``track_test``: also the test figure at every validation point (``ArmResult.at_budget``)."""
     from dskd_align.torch import ByteKDCollator, DSKDCollator, VocabMap
     from dskd_align.torch.objectives import build_loss
     from dskd_align.torch.set_tables import SetTables
@@ -182,7 +181,8 @@ def run_seed(
         arm_alpha = opts.pop("alpha", alpha)  # an arm may fix its own (byte_kd: 1/3)
         torch.manual_seed(seed)
         student = copy.deepcopy(models[kind])
-        common = dict(steps=steps, eval_every=eval_every, lr=lr, seed=seed, log=log)
+        common = dict(steps=steps, eval_every=eval_every, lr=lr, seed=seed, log=log,
+                      track_test=track_test)  # fmt: skip
         if backend == "trainer":
             out[name] = _trainer_arm(
                 name, student, teacher, toks, kind, loss, opts, train, data[kind],

@@ -23,7 +23,15 @@ import torch
 from dskd_align.demo_data import bits_per_byte, ce_sum
 from dskd_align.torch.branch import teacher_hidden_with_branches
 
-__all__ = ["ArmData", "ArmResult", "evaluate", "teacher_hidden", "train_arm", "with_branch_states"]
+__all__ = [
+    "ArmData",
+    "ArmResult",
+    "eval_point",
+    "evaluate",
+    "teacher_hidden",
+    "train_arm",
+    "with_branch_states",
+]
 
 
 @dataclass
@@ -48,6 +56,24 @@ class ArmResult:
     test_bpb: float = float("nan")
     seconds: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)  # last step's loss metrics
+    # (step, test bits/byte) at every validation point: only with ``track_test`` (benchmarks)
+    test_curve: list[tuple[int, float]] = field(default_factory=list)
+
+    def at_budget(self, steps: int) -> tuple[int, float]:
+        """``(best validation step, test bits/byte there)`` of a run of ``steps``, read off this
+        longer run tracked with ``track_test``: with a constant learning rate and the same batch
+        order, a run's first ``steps`` steps are the shorter run. ``steps`` must be a validation
+        point (the shorter run would also validate at its last step)."""
+        if not self.test_curve:
+            raise ValueError(f"{self.name}: no test curve; train it with track_test=True")
+        if steps not in {s for s, _ in self.curve}:
+            raise ValueError(f"{self.name}: step {steps} is not a validation point of this run "
+                             "(use a multiple of eval_every up to its steps)")  # fmt: skip
+        best, best_step = float("inf"), 0
+        for step, v in self.curve:
+            if step <= steps and v < best:
+                best, best_step = v, step
+        return best_step, dict(self.test_curve)[best_step]
 
 
 def _hidden(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -82,6 +108,15 @@ def evaluate(model: Any, batches: list[Any], n_bytes: int) -> float:
     return bits_per_byte(tot, n_bytes)
 
 
+def eval_point(res: ArmResult, model: Any, data: ArmData, step: int, track_test: bool) -> float:
+    """Validation bits/byte at ``step``, added to the curve (and the test figure, if tracked)."""
+    v = evaluate(model, data.val, data.val_bytes)
+    res.curve.append((step, v))
+    if track_test:
+        res.test_curve.append((step, evaluate(model, data.test, data.test_bytes)))
+    return v
+
+
 def train_arm(
     name: str,
     student: Any,
@@ -96,10 +131,12 @@ def train_arm(
     seed: int,
     log: Callable[[str], None] = print,
     shuffle: bool = False,
+    track_test: bool = False,
 ) -> ArmResult:
     """Trains ``student`` in place with ``loss_fn``; returns the curve and the test figure.
     The batches go in their order every epoch; ``shuffle``: in a new order each epoch (seeded),
-    as the trainer's sampler does with rows."""
+    as the trainer's sampler does with rows. ``track_test``: score the test split at every
+    validation point too (``ArmResult.at_budget``; the reported figure is unchanged)."""
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     res = ArmResult(name)
@@ -110,8 +147,7 @@ def train_arm(
     opt = torch.optim.AdamW(groups, weight_decay=0.0)
     W_t = teacher.lm_head.weight
     best_state = copy.deepcopy(student.state_dict())
-    res.val_bpb = evaluate(student, data.val, data.val_bytes)
-    res.curve.append((0, res.val_bpb))
+    res.val_bpb = eval_point(res, student, data, 0, track_test)
     student.train()
     order = torch.arange(len(data.train))
     shuffler = torch.Generator().manual_seed(seed)
@@ -128,8 +164,7 @@ def train_arm(
         opt.step()
         res.train_loss.append(float(loss.detach()))
         if step % eval_every == 0 or step == steps:
-            v = evaluate(student, data.val, data.val_bytes)
-            res.curve.append((step, v))
+            v = eval_point(res, student, data, step, track_test)
             if v < res.val_bpb:
                 res.val_bpb, res.best_step = v, step
                 best_state = copy.deepcopy(student.state_dict())
