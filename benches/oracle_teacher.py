@@ -7,9 +7,9 @@ loss could aim at: vanilla KD from an **oracle teacher** that speaks the student
 The oracle is the demo teacher's architecture, pretrained exactly like it (same rows, steps, lr,
 seed) with the student's tokenizer; its own test bits/byte are printed next to the real
 teacher's, since its quality is part of what it shows. Then the arm ``kd-cross oracle`` (vanilla
-KD, tau 1, alpha 0.5, the demo's 128 steps through ``train_arm``) and its gap closure against the
-seed's ``sft-cross``/``sft-same``/``kd-same`` in the given results file (same machine: pairs of
-one file only).
+KD, tau 1, alpha 0.5, 128 steps, the demo's budget then, through ``train_arm``) and its gap
+closure against the seed's ``sft-cross``/``sft-same``/``kd-same`` in the given results file
+(same machine: pairs of one file only).
 
     .venv/bin/python benches/oracle_teacher.py --seeds 0 1 2 3 --ref /tmp/ov/s{seed}.json
 """

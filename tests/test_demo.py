@@ -110,3 +110,26 @@ def test_a_tracked_run_reads_off_every_shorter_budget(cache: Path, backend: str)
         long["sft-cross"].at_budget(6)
     with pytest.raises(ValueError, match="track_test"):
         short["sft-cross"].at_budget(4)
+
+
+@pytest.mark.parametrize(
+    ("argv", "steps"),
+    [
+        (["distill"], None),
+        (["demo"], None),
+        (["distill", "--max-steps", "64"], 64),
+        (["demo", "--steps", "32"], 32),
+    ],
+)
+def test_both_commands_keep_the_demo_budget_unless_told(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], steps: int | None
+) -> None:
+    """`distill` without models and `demo` leave the step budget to ``run_demo`` (one default,
+    BENCHMARKS.md "The demo's budget") and pass an explicit one through."""
+    import dskd_align.demo
+    from dskd_align.cli import main
+
+    calls: list[dict] = []
+    monkeypatch.setattr(dskd_align.demo, "run_demo", lambda **kw: calls.append(kw))
+    assert main(argv) == 0
+    assert len(calls) == 1 and calls[0].get("steps") == steps

@@ -103,7 +103,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    run_demo(seeds=(args.seed,), steps=args.steps, out_dir=args.output_dir)
+    steps = {} if args.steps is None else {"steps": args.steps}  # None: the demo's own default
+    run_demo(seeds=(args.seed,), out_dir=args.output_dir, **steps)
     return 0
 
 
@@ -135,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser(
         "demo", help="the embedded demo, one seed (same as `distill` without models)"
     )
-    d.add_argument("--steps", type=int, default=128, help="distillation steps per arm")
+    d.add_argument("--steps", type=int, default=None,
+                   help="distillation steps per arm (default: the demo's, 256)")  # fmt: skip
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--output-dir", default="dskd-demo", help="table, curves PNG")
     d.set_defaults(func=cmd_demo)

@@ -1,11 +1,12 @@
 """The embedded demo: does cross-tokenizer KD give a student what same-tokenizer KD gives it?
 
-Fully offline on CPU. Cost of the five default arms at 128 steps, models cached, 2 cores: 70 s
-wall, 111 s CPU at load ~1 with ``byte_kd`` as the cross arm (13.6 min wall on the same machine
-shared with ~6 other processes); with ``byte_sets`` and its branch states (now the default):
-~75 s of arms on 2 quiet cores (the ``byte_sets`` arm 33 s, DSKD 20 s); pretraining, once, adds
-~3 min CPU. The DSKD arm costs ~3x an SFT arm (the trainer runs the teacher every step); fewer
-``steps`` is the knob. The paper's regime, shrunk
+Fully offline on CPU. Cost of the five default arms at 256 steps (the default since stop 19;
+at 128 the cross-tokenizer arm was still improving on most seeds, BENCHMARKS.md "The demo's
+budget"), models cached, 2 cores: ~70 s of arms on a quiet machine (``byte_sets`` with its
+branch states 24-31 s, DSKD 15 s, the SFT arms 6-10 s), ~130 s on a busier one; pretraining, once
+per seed, adds 1-3 min.
+The DSKD arm costs ~2x an SFT arm (the trainer runs the teacher every step); fewer ``steps``
+is the knob. The paper's regime, shrunk
 (``demo_data``/``demo_models`` record choices):
 
 1. a GPT-2-style teacher (byte-level BPE) trained on one slice of the embedded corpus (Python
@@ -248,7 +249,7 @@ def _plot(per_seed: list[dict[str, ArmResult]], path: Path, log: Callable[[str],
 def run_demo(
     seeds: Sequence[int] = (0,),
     out_dir: str | Path | None = "dskd-demo",
-    steps: int = 128,
+    steps: int = 256,
     arms: Sequence[str] = DEFAULT_ARMS,
     loss: str | None = None,
     cache_dir: str | Path | None = None,

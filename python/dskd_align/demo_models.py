@@ -94,7 +94,11 @@ def build_teacher(tok: Any, size: DemoSize) -> GPT2LMHeadModel:
         embd_pdrop=0.0,
         attn_pdrop=0.0,
     )
-    return GPT2LMHeadModel(cfg)
+    model = GPT2LMHeadModel(cfg)
+    # transformers derives the loss from the class name, finds none in "GPT2LMHeadModel" and warns
+    # on every first labelled call (then uses this same causal-LM loss): name it, quiet the warning.
+    model.loss_type = "ForCausalLM"
+    return model
 
 
 def build_student(tok: Any, size: DemoSize) -> LlamaForCausalLM:
