@@ -50,6 +50,10 @@ def report(results: dict, budgets: list[int]) -> None:
         gaps: dict[str, list[float]] = {}
         print(f"budget {budget} steps (test bits/byte at the best validation step <= {budget}):")
         for seed in sorted(results, key=int):
+            last = min(d["curve"][-1][0] for d in results[seed].values())
+            if budget > last:  # a merged file may hold shorter runs: say so, do not extrapolate
+                print(f"  seed {seed}: ran {last} steps, not read at {budget}")
+                continue
             at = {n: _result(n, d).at_budget(budget) for n, d in results[seed].items()}
             refs = ("sft-cross", "sft-same", "kd-same")
             den = at["sft-same"][1] - at["kd-same"][1] if all(r in at for r in refs) else None
