@@ -4,10 +4,9 @@ Fully offline on CPU. Cost of the five default arms at 256 steps (the default si
 at 128 the cross-tokenizer arm was still improving on most seeds, BENCHMARKS.md "The demo's
 budget"), models cached, 2 cores: ~70 s of arms on a quiet machine (``byte_sets`` with its
 branch states 24-31 s, DSKD 15 s, the SFT arms 6-10 s), ~130 s on a busier one; pretraining, once
-per seed, adds 1-3 min.
-The DSKD arm costs ~2x an SFT arm (the trainer runs the teacher every step); fewer ``steps``
-is the knob. The paper's regime, shrunk
-(``demo_data``/``demo_models`` record choices):
+per seed, adds 1-3 min. The DSKD arm costs ~2x an SFT arm (the trainer runs the teacher every
+step); fewer ``steps`` is the knob. The paper's regime, shrunk (``demo_data``/``demo_models``
+record choices):
 
 1. a GPT-2-style teacher (byte-level BPE) trained on one slice of the embedded corpus (Python
    stdlib source) and the task's train rows; two Llama-style students *pretrained* on another
