@@ -9,7 +9,9 @@ the demo's constant learning rate and seeded batch order, a run's first ``B`` st
 ``B``-step run (``tests/test_demo.py`` checks it), so ``ArmResult.at_budget(B)`` gives what
 ``dskd-align distill --max-steps B`` would report: each arm at its best validation step up to
 ``B``, scored on test. Results are JSON: ``{seed: {arm: {"curve", "test_curve", "best_step",
-"test_bpb"}}}``; ``--read`` merges files and prints per seed and mean ± sd for each budget.
+"test_bpb"}}}``; ``--read`` merges files arm by arm (a later file's arm replaces an earlier's) and
+prints per seed and mean ± sd for each budget. Merge only files of one machine: the pretrained
+models, and each seed's figures, differ between machines in float rounding.
 """
 
 from __future__ import annotations
@@ -78,8 +80,9 @@ def main() -> None:
     a = ap.parse_args()
     if a.read:
         results = {}
-        for f in a.read:
-            results.update(json.loads(Path(f).read_text()))
+        for f in a.read:  # per arm: a file of new arms reads next to the stored references
+            for seed, arms in json.loads(Path(f).read_text()).items():
+                results.setdefault(seed, {}).update(arms)
     else:
         torch.set_num_threads(1)
         results = run(a.seeds, a.steps, a.arms, a.backend)

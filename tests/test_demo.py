@@ -57,6 +57,19 @@ def test_every_arm_runs_through_the_trainer_and_its_loss_falls(cache: Path, tmp_
     assert set(out["gap_closure"]) == {"dskd-cross", "byte_sets-cross"}
 
 
+def test_on_policy_arms_sample_and_their_loss_falls(cache: Path) -> None:
+    """Both tokenizer pairs on-policy (GKD's lmbda) through the trainer. The tiny student samples
+    off its tokenizer's canonical splits, so the one-tokenizer arm checks that the teacher scores
+    the sampled ids (`kd` needs one [B, L])."""
+    arms = ("byte_sets-cross lmbda=0.5", "kd-same lmbda=0.5")
+    res = run_seed(0, arms, steps=8, size=TINY, cache_dir=cache, lr=1e-2, alpha=0.5,
+                   batch_size=8, eval_every=4, backend="trainer", log=lambda *a: None)  # fmt: skip
+    for name in arms:
+        assert 0 < res[name].metrics["on_policy_share"] < 1, name  # seeded: some batches sampled
+        losses = res[name].train_loss
+        assert _mean(losses[-2:]) < _mean(losses[:2]), (name, losses)
+
+
 def test_loop_backend_reuses_the_cached_models(
     cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -83,7 +96,13 @@ def test_loop_backend_reuses_the_cached_models(
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"arms": ("nonsense",)}, {"backend": "gpu-magic"}, {"steps": 0}, {"teacher": "gpt2"}],
+    [
+        {"arms": ("nonsense",)},
+        {"backend": "gpu-magic"},
+        {"steps": 0},
+        {"teacher": "gpt2"},
+        {"arms": ("kd-same lmbda=0.5",), "backend": "loop"},  # on-policy needs the trainer
+    ],
 )
 def test_bad_settings_are_refused_before_training(kwargs: dict) -> None:
     with pytest.raises(DemoError):

@@ -64,7 +64,15 @@ ARMS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "byte_sets-cross": ("cross", "byte_sets", {"tau": 1.0, "alpha": 0.5, "branch": True}),
     "sft-same": ("same", "sft", {}),
     "kd-same": ("same", "kd", {"tau": 1.0}),
+    # On-policy (GKD's lmbda; trainer backend only): half the batches' responses are the
+    # student's samples, scored by the teacher through the same loss; gold CE stays on gold rows.
+    "byte_sets-cross lmbda=0.5": (
+        "cross", "byte_sets", {"tau": 1.0, "alpha": 0.5, "branch": True, "lmbda": 0.5}
+    ),
+    "kd-same lmbda=0.5": ("same", "kd", {"tau": 1.0, "lmbda": 0.5}),
 }
+# DSKDConfig fields an arm may set (the rest of an arm's options go to the loss).
+TRAINER_OPTS = ("lmbda", "seq_kd", "max_new_tokens", "temperature", "top_k", "top_p")
 DEFAULT_ARMS = ("sft-cross", "dskd-cross", "byte_sets-cross", "sft-same", "kd-same")
 REFERENCE = ("sft-cross", "sft-same", "kd-same")  # needed for the gap closure
 BYTE_LOSSES = ("byte_kd", "byte_sets")  # losses that read the pair's byte tables
@@ -81,6 +89,12 @@ def _arm(name: str) -> tuple[str, str, dict[str, Any]]:
         if name.endswith(suffix):  # any build_loss name, e.g. "dskd+exact_kd-cross"
             return suffix[1:], name[: -len(suffix)], {}
     raise DemoError(f"unknown arm {name!r}: use one of {sorted(ARMS)} or '<loss>-cross'")
+
+
+def _check_arm(name: str, backend: str) -> None:
+    opts = _arm(name)[2]
+    if backend == "loop" and any(k in opts for k in TRAINER_OPTS):
+        raise DemoError(f"arm {name!r} samples from the student: run it with backend='trainer'")
 
 
 def _data(col: Any, teacher: Any, train: list, val: list, test: list, bs: int) -> ArmData:
@@ -125,6 +139,7 @@ def _trainer_arm(
 
     opts = dict(opts)
     tau = opts.pop("tau", None)
+    extra = {k: opts.pop(k) for k in TRAINER_OPTS if k in opts}
     with tempfile.TemporaryDirectory() as out:
         cfg = DSKDConfig(
             output_dir=out, loss=loss, alpha=alpha if loss != "sft" else 0.0, tau=tau,
@@ -132,6 +147,7 @@ def _trainer_arm(
             learning_rate=lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
             max_grad_norm=1.0, logging_steps=max(1, steps // 8), save_strategy="no",
             report_to=[], seed=seed, use_cpu=True, disable_tqdm=True, dataloader_num_workers=0,
+            **extra,
         )  # fmt: skip
         same = kind == "same"
         trainer = DSKDTrainer(
@@ -141,7 +157,11 @@ def _trainer_arm(
         )  # fmt: skip
         trainer.remove_callback(PrinterCallback)
         trainer.train()
-        res.train_loss = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        logs = [h for h in trainer.state.log_history if "loss" in h]
+        res.train_loss = [h["loss"] for h in logs]
+        res.metrics = {k: float(v) for k, v in logs[-1].items() if isinstance(v, int | float)}
+        if "on_policy" in logs[-1]:  # equal logging windows: the share of sampled batches
+            res.metrics["on_policy_share"] = statistics.fmean(h["on_policy"] for h in logs)
     return finish_arm(res, student, best[0], data, t0, log)
 
 
@@ -174,6 +194,8 @@ def run_seed(
         cross = ByteKDCollator(cross, tables)
     cols = {"cross": cross, "same": DSKDCollator(toks.teacher, toks.teacher)}
     data = {k: _data(c, teacher, train, val, test, batch_size) for k, c in cols.items()}
+    for name in arms:
+        _check_arm(name, backend)
     out = {}
     for name in arms:
         kind, loss, opts = _arm(name)
@@ -285,7 +307,7 @@ def run_demo(
         raise DemoError("steps must be >= 1 and seeds non-empty")
     arms = list(dict.fromkeys([*arms, *([f"{loss}-cross"] if loss else [])]))
     for a in arms:
-        _arm(a)  # fail before any training
+        _check_arm(a, backend)  # fail before any training
     log = print if verbose else (lambda *a, **k: None)
     size = size or DemoSize()
     torch.set_num_threads(min(2, torch.get_num_threads()))

@@ -140,6 +140,28 @@ def test_non_canonical_split_keeps_generated_ids(teacher_tok, student_tok):
         assert (batch.teacher_chunk_ids == ci).sum() == (batch.student_chunk_ids == cj).sum() == 1
 
 
+def test_one_tokenizer_teacher_reads_the_generated_ids(student_tok):
+    """With one tokenizer a non-canonical sample stays position by position on both sides (the
+    teacher scores what the student wrote), so `kd`'s [B, L] contract holds on-policy too."""
+    c = DSKDCollator(student_tok, student_tok)
+    ob = OnPolicyBatcher(c)
+    core = ob.student_core
+    text = "Hello world\nx"
+    canon = student_tok(text, add_special_tokens=False)["input_ids"]
+    k = next(i for i, t in enumerate(canon) if i > 0 and len(core.token_bytes(t)) > 1)
+    pieces = [f"<0x{b:02X}>" for b in core.token_bytes(canon[k])]
+    ids = canon[:k] + student_tok.convert_tokens_to_ids(pieces) + canon[k + 1 :]
+    rows = [{"prompt": "Greet"}]
+    gen, gi = _generate(ob, rows, [ids + [student_tok.eos_token_id]])
+    batch = ob(rows, gen, gi["input_ids"].shape[1])
+    assert torch.equal(batch.teacher_input_ids, batch.student_input_ids)
+    assert len(ids) > len(canon)  # re-tokenizing the text would have given other ids
+    # Every response token and the EOS is a pair with itself (prediction positions).
+    n_p, n = gi["input_ids"].shape[1], int(batch.student_attention_mask.sum())
+    t_pos, s_pos = batch.align_teacher_pos.tolist(), batch.align_student_pos.tolist()
+    assert list(zip(t_pos, s_pos, strict=True)) == [(j, j) for j in range(n_p - 1, n - 1)]
+
+
 def test_invalid_utf8_is_cut_before_the_bad_bytes(teacher_tok, student_tok):
     c = DSKDCollator(teacher_tok, student_tok)
     ob = OnPolicyBatcher(c)

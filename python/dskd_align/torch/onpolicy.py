@@ -24,7 +24,9 @@ student side keeps the ids it generated. Steps per row:
 4. When the student's tokenizer, run on that text, gives back the generated ids (the usual case),
    the row goes through the collator's own batch path, so both batches are equal. Otherwise the
    pairs come from :func:`dskd_align.align_encodings` with the generated ids and the byte
-   offsets computed from their token bytes; the teacher side is always its tokenizer's output.
+   offsets computed from their token bytes; the teacher side is its tokenizer's output, except
+   with one tokenizer (``collator.same_tokenizer``), where it is the generated ids too: the
+   teacher scores what the student wrote, position by position.
 
 With ``tokenize_jointly`` the teacher side is still the response tokenized on its own (the
 student's ids are what it generated): on-policy batches then differ from the collator's.
@@ -218,18 +220,25 @@ class OnPolicyBatcher:
     def _align_generated(self, d: DecodedResponse) -> Alignment:
         """``d.text`` on the teacher side aligned with the generated ids (step 4)."""
         c = self.collator
-        t_enc = c.teacher_tokenizer(
-            d.text,
-            add_special_tokens=False,
-            return_offsets_mapping=True,
-            return_special_tokens_mask=True,
-        )
-        t_ids = np.asarray(t_enc["input_ids"], np.int64)
         s_enc = {
             "ids": d.ids.tolist(),
             "offsets": char_offsets(d.text, d.spans.tolist()),
             "special_tokens_mask": [0] * len(d.ids),
         }
+        if c.same_tokenizer:
+            # One tokenizer: the teacher scores the ids the student wrote, position by position
+            # (what on-policy KD means, and what `kd` needs), even where re-tokenizing the text
+            # would give other ids.
+            t_enc = {"input_ids": s_enc["ids"], "offset_mapping": s_enc["offsets"],
+                     "special_tokens_mask": s_enc["special_tokens_mask"]}  # fmt: skip
+        else:
+            t_enc = c.teacher_tokenizer(
+                d.text,
+                add_special_tokens=False,
+                return_offsets_mapping=True,
+                return_special_tokens_mask=True,
+            )
+        t_ids = np.asarray(t_enc["input_ids"], np.int64)
         core = self.student_core
         # The student's own token bytes (dummy prefix included): the core places a leading space
         # the text does not have at no bytes, exactly as for the collator's tokenization.
