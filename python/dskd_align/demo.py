@@ -67,7 +67,9 @@ ARMS: dict[str, tuple[str, str, dict[str, Any]]] = {
     # On-policy (GKD's lmbda; trainer backend only): half the batches' responses are the
     # student's samples, scored by the teacher through the same loss; gold CE stays on gold rows.
     "byte_sets-cross lmbda=0.5": (
-        "cross", "byte_sets", {"tau": 1.0, "alpha": 0.5, "branch": True, "lmbda": 0.5}
+        "cross",
+        "byte_sets",
+        {"tau": 1.0, "alpha": 0.5, "branch": True, "lmbda": 0.5},
     ),
     "kd-same lmbda=0.5": ("same", "kd", {"tau": 1.0, "lmbda": 0.5}),
 }
