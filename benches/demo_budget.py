@@ -47,7 +47,7 @@ def _result(name: str, d: dict) -> ArmResult:
     return r
 
 
-def report(results: dict, budgets: list[int]) -> None:
+def report(results: dict, budgets: list[int], kd: str = "kd-same") -> None:
     for budget in budgets:
         gaps: dict[str, list[float]] = {}
         print(f"budget {budget} steps (test bits/byte at the best validation step <= {budget}):")
@@ -59,7 +59,7 @@ def report(results: dict, budgets: list[int]) -> None:
             at = {n: _result(n, d).at_budget(budget) for n, d in results[seed].items()}
             cells = [f"{n} {t:.4f} ({s})" for n, (s, t) in at.items()]
             read = {n: ArmResult(n, test_bpb=t) for n, (_, t) in at.items()}
-            for n, g in demo.gap_closure(read).items():  # the demo's own measure, at this budget
+            for n, g in demo.gap_closure(read, kd).items():  # the demo's measure at this budget
                 gaps.setdefault(n, []).append(g)
                 cells.append(f"gap {n} {g:+.2f}")
             print(f"  seed {seed}: " + ", ".join(cells))
@@ -77,6 +77,7 @@ def main() -> None:
     ap.add_argument("--budgets", type=int, nargs="+", default=[128, 256])
     ap.add_argument("--out", help="write the run's JSON here")
     ap.add_argument("--read", nargs="+", help="JSON files to merge and report (no training)")
+    ap.add_argument("--kd", default="kd-same", help="the denominator's same-tokenizer KD arm")
     a = ap.parse_args()
     if a.read:
         results = {}
@@ -88,7 +89,7 @@ def main() -> None:
         results = run(a.seeds, a.steps, a.arms, a.backend)
         if a.out:
             Path(a.out).write_text(json.dumps(results))
-    report(results, a.budgets)
+    report(results, a.budgets, a.kd)
 
 
 if __name__ == "__main__":

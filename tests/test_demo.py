@@ -11,7 +11,15 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from dskd_align.demo import DEFAULT_ARMS, DemoError, DemoSize, run_demo, run_seed  # noqa: E402
+from dskd_align.demo import (  # noqa: E402
+    DEFAULT_ARMS,
+    DemoError,
+    DemoSize,
+    gap_closure,
+    run_demo,
+    run_seed,
+)
+from dskd_align.demo_train import ArmResult  # noqa: E402
 
 TINY = DemoSize(
     teacher_dim=32,
@@ -92,6 +100,17 @@ def test_loop_backend_reuses_the_cached_models(
     for name, arm in out["arms"].items():
         assert _mean(arm["train_loss"][-2:]) < _mean(arm["train_loss"][:2]), name
     assert out["gap_closure"] == {}  # no same-tokenizer reference arms in this run
+
+
+def test_gap_closure_counts_every_cross_arm_against_the_chosen_kd_arm() -> None:
+    bpb = {"sft-cross": 2.0, "byte_sets-cross lmbda=0.5": 1.96, "exact_kd-cross": 2.02,
+           "sft-same": 1.8, "kd-same": 1.75, "kd-same lmbda=0.5": 1.76}  # fmt: skip
+    res = {n: ArmResult(n, test_bpb=v) for n, v in bpb.items()}
+    assert gap_closure(res) == pytest.approx({"byte_sets-cross lmbda=0.5": 0.8,
+                                              "exact_kd-cross": -0.4})  # fmt: skip
+    assert gap_closure(res, kd="kd-same lmbda=0.5")["byte_sets-cross lmbda=0.5"] == pytest.approx(1)
+    del res["kd-same"]
+    assert gap_closure(res) == {}  # no denominator
 
 
 @pytest.mark.parametrize(

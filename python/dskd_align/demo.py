@@ -228,16 +228,23 @@ def run_seed(
     return out
 
 
-def gap_closure(results: dict[str, ArmResult]) -> dict[str, float]:
-    """(SFT_cross - X_cross) / (SFT_same - KD_same) of every cross arm (needs the references)."""
-    if not all(r in results for r in REFERENCE):
+def _is_cross(name: str) -> bool:
+    """A cross-tokenizer arm: ``<loss>-cross`` or an ARMS entry with the cross student (an arm
+    name may carry options after the student, e.g. ``byte_sets-cross lmbda=0.5``)."""
+    return ARMS[name][0] == "cross" if name in ARMS else name.split(" ")[0].endswith("-cross")
+
+
+def gap_closure(results: dict[str, ArmResult], kd: str = "kd-same") -> dict[str, float]:
+    """(SFT_cross - X_cross) / (SFT_same - KD_same) of every cross arm (needs the references).
+    ``kd``: the same-tokenizer KD arm of the denominator (the measure's is vanilla KD)."""
+    if not all(r in results for r in (*REFERENCE[:2], kd)):
         return {}
-    den = results["sft-same"].test_bpb - results["kd-same"].test_bpb
+    den = results["sft-same"].test_bpb - results[kd].test_bpb
     base = results["sft-cross"].test_bpb
     return {
         n: (base - r.test_bpb) / den if den else float("nan")
         for n, r in results.items()
-        if n.endswith("-cross") and n != "sft-cross"
+        if _is_cross(n) and n != "sft-cross"
     }
 
 
