@@ -26,7 +26,9 @@ import torch
 from dskd_align import demo
 from dskd_align.demo_train import ArmResult
 
-ARMS = ("sft-cross", "byte_sets-cross", "sft-same", "kd-same")
+ARMS = ("sft-cross", "byte_sets-cross", "byte_sets-cross lmbda=0.5", "sft-same", "kd-same",
+        "kd-same lmbda=0.5")  # fmt: skip
+LOOP_ARMS = tuple(a for a in ARMS if "lmbda" not in a)  # on-policy arms need the trainer
 
 
 def run(seeds: list[int], steps: int, arms: list[str], backend: str) -> dict:
@@ -71,10 +73,10 @@ def report(results: dict, budgets: list[int], kd: str = "kd-same") -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=256)
-    ap.add_argument("--arms", nargs="+", default=list(ARMS))
+    ap.add_argument("--steps", type=int, default=384)
+    ap.add_argument("--arms", nargs="+", help=f"default {ARMS} (loop: {LOOP_ARMS})")
     ap.add_argument("--backend", choices=["trainer", "loop"], default="trainer")
-    ap.add_argument("--budgets", type=int, nargs="+", default=[128, 256])
+    ap.add_argument("--budgets", type=int, nargs="+", default=[128, 256, 384])
     ap.add_argument("--out", help="write the run's JSON here")
     ap.add_argument("--read", nargs="+", help="JSON files to merge and report (no training)")
     ap.add_argument("--kd", default="kd-same", help="the denominator's same-tokenizer KD arm")
@@ -86,7 +88,8 @@ def main() -> None:
                 results.setdefault(seed, {}).update(arms)
     else:
         torch.set_num_threads(1)
-        results = run(a.seeds, a.steps, a.arms, a.backend)
+        arms = a.arms or list(LOOP_ARMS if a.backend == "loop" else ARMS)
+        results = run(a.seeds, a.steps, arms, a.backend)
         if a.out:
             Path(a.out).write_text(json.dumps(results))
     report(results, a.budgets, a.kd)

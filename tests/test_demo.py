@@ -62,7 +62,8 @@ def test_every_arm_runs_through_the_trainer_and_its_loss_falls(cache: Path, tmp_
         assert all(math.isfinite(x) for x in arm["test_bpb"])
         assert [s for s, _ in arm["curve"]] == [0, 4, 8]
     # Gap closure for every cross arm but the SFT reference it is measured against.
-    assert set(out["gap_closure"]) == {"dskd-cross", "byte_sets-cross"}
+    assert set(out["gap_closure"]) == {"dskd-cross", "byte_sets-cross lmbda=0.5"}
+    assert set(out["gap_closure_on_policy_kd"]) == {"byte_sets-cross lmbda=0.5"}  # like for like
 
 
 def test_on_policy_arms_sample_and_their_loss_falls(cache: Path) -> None:
@@ -134,7 +135,9 @@ def test_a_tracked_run_reads_off_every_shorter_budget(cache: Path, backend: str)
     run: the 4-step run's reported figure equals the 8-step run's reading at 4."""
     kw = dict(size=TINY, cache_dir=cache, lr=1e-2, alpha=0.5, batch_size=8, eval_every=4,
               backend=backend, log=lambda s: None)  # fmt: skip
-    arms = ("sft-cross", "byte_sets-cross")
+    arms: tuple[str, ...] = ("sft-cross", "byte_sets-cross")
+    if backend == "trainer":  # the student's samples follow the seed too
+        arms += ("byte_sets-cross lmbda=0.5",)
     long = run_seed(0, arms, steps=8, track_test=True, **kw)
     short = run_seed(0, arms, steps=4, **kw)
     for name in arms:

@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="the embedded demo, one seed (same as `distill` without models)"
     )
     d.add_argument("--steps", type=int, default=None,
-                   help="distillation steps per arm (default: the demo's, 256)")  # fmt: skip
+                   help="distillation steps per arm (default: the demo's, 384)")  # fmt: skip
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--output-dir", default="dskd-demo", help="table, curves PNG")
     d.set_defaults(func=cmd_demo)

@@ -1,12 +1,13 @@
 """The embedded demo: does cross-tokenizer KD give a student what same-tokenizer KD gives it?
 
-Fully offline on CPU. Cost of the five default arms at 256 steps (the default since stop 19;
-at 128 the cross-tokenizer arm was still improving on most seeds, BENCHMARKS.md "The demo's
-budget"), models cached, 2 cores: ~70 s of arms on a quiet machine (``byte_sets`` with its
-branch states 24-31 s, DSKD 15 s, the SFT arms 6-10 s), ~130 s on a busier one; pretraining, once
-per seed, adds 1-3 min. The DSKD arm costs ~2x an SFT arm (the trainer runs the teacher every
-step); fewer ``steps`` is the knob. The paper's regime, shrunk (``demo_data``/``demo_models``
-record choices):
+Fully offline on CPU. The default: six arms at 384 steps (256 before stop 21, 128 before stop
+19: the cross-tokenizer arms kept improving past each, BENCHMARKS.md "The demo's budget" and
+"On-policy"). Cost, models cached, 2 quiet cores: ~2 min 50 s per seed (the on-policy cross arm
+69 s, on-policy KD 34 s, DSKD 23 s, KD 19 s, the SFT arms 8-12 s); pretraining, once per seed,
+adds 1-3 min. The on-policy arms (``lmbda=0.5``: half the batches' responses are the student's own
+samples, scored by the teacher) cost ~2x their off-policy arm; DSKD ~2x an SFT arm (the trainer
+runs the teacher every step); fewer ``steps`` is the knob. The paper's regime, shrunk
+(``demo_data``/``demo_models`` record choices):
 
 1. a GPT-2-style teacher (byte-level BPE) trained on one slice of the embedded corpus (Python
    stdlib source) and the task's train rows; two Llama-style students *pretrained* on another
@@ -14,15 +15,18 @@ record choices):
    tokenizer). All three are cached under the user's cache directory;
 2. distillation on the task (rows = a corpus line as prompt, the next lines as response): every
    arm starts from the same pretrained student and sees the same batches for the same steps
-   through :class:`~dskd_align.torch.DSKDTrainer`; only the loss differs;
+   through :class:`~dskd_align.torch.DSKDTrainer`; only the loss differs (and, in on-policy
+   arms, the responses of the batches the student samples);
 3. the validation split picks each arm's best step; the test split at that step is reported in
    bits/byte (tokenizer-independent: a per-token CE means nothing across tokenizers);
 4. gap closure of a cross-tokenizer arm X = (SFT_cross - X_cross) / (SFT_same - KD_same): the
    share of what vanilla KD gives a same-tokenizer student that X gives a cross-tokenizer one.
+   On-policy cross arms are also measured against on-policy KD (``ON_POLICY_KD``), like for
+   like: on-policy batches help the same-tokenizer student too.
 
-``backend="loop"`` runs the same arms through a plain loop (``demo_train``) that computes the
-frozen teacher once per batch: same losses and batches, about 2x faster; the benchmark
-(``benches/gap_closure.py``) uses it for its many arms.
+``backend="loop"`` runs the same arms (but the on-policy ones) through a plain loop
+(``demo_train``) that computes the frozen teacher once per batch: same losses and batches, about
+2x faster; the benchmark (``benches/gap_closure.py``) uses it for its many arms.
 """
 
 from __future__ import annotations
@@ -75,8 +79,15 @@ ARMS: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 # DSKDConfig fields an arm may set (the rest of an arm's options go to the loss).
 TRAINER_OPTS = ("lmbda", "seq_kd", "max_new_tokens", "temperature", "top_k", "top_p")
-DEFAULT_ARMS = ("sft-cross", "dskd-cross", "byte_sets-cross", "sft-same", "kd-same")
+# The cross arm is `byte_sets` on-policy (stop 21): +0.88 ± 0.17 of vanilla KD's gain over 10
+# seeds at 384 steps, +0.81 ± 0.18 of on-policy KD's, against +0.73 / +0.68 off-policy
+# (BENCHMARKS.md "On-policy"); `loss="byte_sets"` adds the off-policy arm.
+DEFAULT_ARMS = (
+    "sft-cross", "dskd-cross", "byte_sets-cross lmbda=0.5", "sft-same", "kd-same",
+    "kd-same lmbda=0.5",
+)  # fmt: skip
 REFERENCE = ("sft-cross", "sft-same", "kd-same")  # needed for the gap closure
+ON_POLICY_KD = "kd-same lmbda=0.5"  # the like-for-like denominator of on-policy cross arms
 BYTE_LOSSES = ("byte_kd", "byte_sets")  # losses that read the pair's byte tables
 
 
@@ -276,10 +287,30 @@ def _plot(per_seed: list[dict[str, ArmResult]], path: Path, log: Callable[[str],
     return path
 
 
+def _print_table(out: dict[str, Any], n_seeds: int, log: Callable[[str], None]) -> None:
+    pm = "±"
+    both = bool(out["gap_closure_on_policy_kd"])
+    log(f"\ntest bits/byte over {n_seeds} seed(s) (lower is better; best validation step):")
+    head = f"  {'arm':<26} {'bits/byte':>16} {'gap closure':>16}"
+    log(head + (f" {'vs on-policy KD':>16}" if both else ""))
+    for name, a in out["arms"].items():
+        cells = [f"  {name:<26} {a['mean']:>8.4f} {pm} {a['sd']:.4f}"]
+        for key in ("gap_closure", "gap_closure_on_policy_kd")[: 1 + both]:
+            g = out[key].get(name)
+            cells.append(f"{g['mean']:+.2f} {pm} {g['sd']:.2f}" if g else "")
+        log(" ".join([cells[0], *(f"{c:>16}" for c in cells[1:])]))
+    if out["gap_closure"]:
+        log("gap closure = (SFT_cross - X_cross) / (SFT_same - KD_same): 1 = a cross-tokenizer")
+        log("student gains what vanilla KD gives a student with the teacher's tokenizer.")
+    if both:
+        log(f"vs on-policy KD: the same with KD_same = {ON_POLICY_KD!r}, like for like for")
+        log("the on-policy cross arms (lmbda=0.5: half the batches are the student's samples).")
+
+
 def run_demo(
     seeds: Sequence[int] = (0,),
     out_dir: str | Path | None = "dskd-demo",
-    steps: int = 256,
+    steps: int = 384,
     arms: Sequence[str] = DEFAULT_ARMS,
     loss: str | None = None,
     cache_dir: str | Path | None = None,
@@ -302,7 +333,8 @@ def run_demo(
 
     Returns ``{"arms": {name: {"test_bpb": [per seed], "mean", "sd", "best_step": [...],
     "curve": [(step, val bpb)] of the first seed}}, "gap_closure": {name: {"per_seed", "mean",
-    "sd"}}, "plot": path or None}``."""
+    "sd"}}, "gap_closure_on_policy_kd": {the same against ON_POLICY_KD, when run}, "plot": path
+    or None}``."""
     if teacher is not None or student is not None:
         raise DemoError(
             "the demo runs on the embedded tokenizer pair; distill real models with "
@@ -348,21 +380,16 @@ def run_demo(
             "curve": per_seed[0][name].curve,
             "train_loss": per_seed[0][name].train_loss,
         }  # fmt: skip
-    gaps = [gap_closure(r) for r in per_seed]
-    for name in gaps[0]:
-        xs = [g[name] for g in gaps]
-        m, sd = _mean_sd(xs)
-        out["gap_closure"][name] = {"per_seed": xs, "mean": m, "sd": sd}
-    pm = "±"
-    log(f"\ntest bits/byte over {len(seeds)} seed(s) (lower is better; best validation step):")
-    log(f"  {'arm':<24} {'bits/byte':>16} {'gap closure':>16}")
-    for name, a in out["arms"].items():
-        g = out["gap_closure"].get(name)
-        gs = f"{g['mean']:+.2f} {pm} {g['sd']:.2f}" if g else ""
-        log(f"  {name:<24} {a['mean']:>8.4f} {pm} {a['sd']:.4f} {gs:>16}")
-    if out["gap_closure"]:
-        log("gap closure = (SFT_cross - X_cross) / (SFT_same - KD_same): 1 = a cross-tokenizer")
-        log("student gains what vanilla KD gives a student with the teacher's tokenizer.")
+    out["gap_closure_on_policy_kd"] = {}
+    for key, kd in (("gap_closure", "kd-same"), ("gap_closure_on_policy_kd", ON_POLICY_KD)):
+        gaps = [gap_closure(r, kd) for r in per_seed]
+        for name in gaps[0]:
+            if kd == ON_POLICY_KD and not _arm(name)[2].get("lmbda"):
+                continue  # like for like: only on-policy arms against on-policy KD
+            xs = [g[name] for g in gaps]
+            m, sd = _mean_sd(xs)
+            out[key][name] = {"per_seed": xs, "mean": m, "sd": sd}
+    _print_table(out, len(seeds), log)
     if plot and out_dir is not None:
         out["plot"] = _plot(per_seed, Path(out_dir) / "demo_curves.png", log)
         if out["plot"]:
