@@ -189,6 +189,8 @@ def run_seed(
     from dskd_align.torch.objectives import build_loss
     from dskd_align.torch.set_tables import SetTables
 
+    for name in arms:
+        _check_arm(name, backend)  # before any pretraining
     toks = tokenizers()
     models = pretrained_models(size, seed, toks, cache_dir, log)
     teacher = models["teacher"]
@@ -207,8 +209,6 @@ def run_seed(
         cross = ByteKDCollator(cross, tables)
     cols = {"cross": cross, "same": DSKDCollator(toks.teacher, toks.teacher)}
     data = {k: _data(c, teacher, train, val, test, batch_size) for k, c in cols.items()}
-    for name in arms:
-        _check_arm(name, backend)
     out = {}
     for name in arms:
         kind, loss, opts = _arm(name)
