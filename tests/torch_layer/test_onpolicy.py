@@ -98,16 +98,22 @@ def _key(b: bytes) -> bytes:
     return b.strip() or b
 
 
+def _respelled(tok, core, text: str) -> tuple[list[int], list[int], int, int]:
+    """``text``'s ids with its first multi-byte token after the first spelled in byte-fallback
+    pieces: ``(canonical ids, respelled ids, index k of that token, pieces it became)``."""
+    canon = tok(text, add_special_tokens=False)["input_ids"]
+    k = next(i for i, t in enumerate(canon) if i > 0 and len(core.token_bytes(t)) > 1)
+    pieces = [f"<0x{b:02X}>" for b in core.token_bytes(canon[k])]
+    return canon, canon[:k] + tok.convert_tokens_to_ids(pieces) + canon[k + 1 :], k, len(pieces)
+
+
 def test_non_canonical_split_keeps_generated_ids(teacher_tok, student_tok):
     """The student spelled " world" in byte-fallback pieces; its ids stay, pairs follow the text."""
     c = DSKDCollator(teacher_tok, student_tok)
     ob = OnPolicyBatcher(c)
     core_t, core_s = c.aligner.teacher, c.aligner.student
     text = "Hello world\nx"
-    canon = student_tok(text, add_special_tokens=False)["input_ids"]
-    k = next(i for i, t in enumerate(canon) if i > 0 and len(core_s.token_bytes(t)) > 1)
-    pieces = [f"<0x{b:02X}>" for b in core_s.token_bytes(canon[k])]
-    ids = canon[:k] + student_tok.convert_tokens_to_ids(pieces) + canon[k + 1 :]
+    _, ids, k, n_pieces = _respelled(student_tok, core_s, text)
     rows = [{"prompt": "Greet"}]
     gen, gi = _generate(ob, rows, [ids + [student_tok.eos_token_id]])
     assert ob.decode(ids).text == text
@@ -126,7 +132,7 @@ def test_non_canonical_split_keeps_generated_ids(teacher_tok, student_tok):
         else:
             assert _key(core_t.token_bytes(ti)) == _key(core_s.token_bytes(sj))
     # Every gold pair away from the respelled token survives (shifted by the extra pieces).
-    extra = len(pieces) - 1
+    extra = n_pieces - 1
     s0 = n_p - 1  # prediction position of response token 0
     gold_pairs = list(
         zip(gold.align_teacher_pos.tolist(), gold.align_student_pos.tolist(), strict=True)
@@ -145,12 +151,7 @@ def test_one_tokenizer_teacher_reads_the_generated_ids(student_tok):
     teacher scores what the student wrote), so `kd`'s [B, L] contract holds on-policy too."""
     c = DSKDCollator(student_tok, student_tok)
     ob = OnPolicyBatcher(c)
-    core = ob.student_core
-    text = "Hello world\nx"
-    canon = student_tok(text, add_special_tokens=False)["input_ids"]
-    k = next(i for i, t in enumerate(canon) if i > 0 and len(core.token_bytes(t)) > 1)
-    pieces = [f"<0x{b:02X}>" for b in core.token_bytes(canon[k])]
-    ids = canon[:k] + student_tok.convert_tokens_to_ids(pieces) + canon[k + 1 :]
+    canon, ids, _, _ = _respelled(student_tok, ob.student_core, "Hello world\nx")
     rows = [{"prompt": "Greet"}]
     gen, gi = _generate(ob, rows, [ids + [student_tok.eos_token_id]])
     batch = ob(rows, gen, gi["input_ids"].shape[1])
