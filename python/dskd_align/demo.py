@@ -79,8 +79,8 @@ ARMS: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 # DSKDConfig fields an arm may set (the rest of an arm's options go to the loss).
 TRAINER_OPTS = ("lmbda", "seq_kd", "max_new_tokens", "temperature", "top_k", "top_p")
-# The cross arm is `byte_sets` on-policy (stop 21): +0.88 ± 0.17 of vanilla KD's gain over 10
-# seeds at 384 steps, +0.81 ± 0.18 of on-policy KD's, against +0.73 / +0.68 off-policy
+# The cross arm is `byte_sets` on-policy (stop 21): +0.89 ± 0.17 of vanilla KD's gain over 15
+# seeds at 384 steps, +0.84 ± 0.17 of on-policy KD's, against +0.78 / +0.73 off-policy
 # (BENCHMARKS.md "On-policy"); `loss="byte_sets"` adds the off-policy arm.
 DEFAULT_ARMS = (
     "sft-cross", "dskd-cross", "byte_sets-cross lmbda=0.5", "sft-same", "kd-same",
