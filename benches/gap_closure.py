@@ -232,7 +232,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     # The demo's budget until stop 19 (128 steps of AdamW 3e-4, validation every 16; the demo now
-    # runs 256, and the recorded tables here are at 128). Runs at another budget
+    # runs more, and the recorded tables here are at 128). Runs at another budget
     # belong in their own --out file: the gap closure pairs arms of one file and one seed.
     ap.add_argument("--steps", type=int, default=128)
     ap.add_argument("--lr", type=float, default=3e-4, help="student lr (an arm's own lr wins)")
